@@ -1,0 +1,1 @@
+"""The synthetic adverse-weather benchmark: procedural scenes, weather, simulated generators."""
