@@ -79,6 +79,73 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_manifest_validate(args: argparse.Namespace) -> int:
+    from proveseg.data.classes import resolve_class_set
+    from proveseg.data.manifest import validate_manifest
+
+    report = validate_manifest(args.manifest, args.generator, datasets=args.dataset, deep=args.deep,
+                               class_set=resolve_class_set(args.class_set), root=args.root,
+                               allow_absolute=args.allow_absolute, check_files=not args.exists_only)
+    failed = report.n_invalid > 0 and args.on_invalid == "error"
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2, sort_keys=True))
+        return 1 if failed else 0
+    table = Table(title=f"{report.path} (generator {report.generator})")
+    for col in ("dataset", "rows", "found", "valid", "rejected"):
+        table.add_column(col, justify="left" if col in ("dataset", "rejected") else "right")
+    for name, rep in sorted(report.datasets.items()):
+        reasons = ", ".join(f"{r}: {n}" for r, n in sorted(rep.rejected.items())) or "-"
+        table.add_row(name, str(rep.rows), str(rep.found), str(rep.valid), reasons)
+    console = _console()
+    console.print(table)
+    for name, rep in sorted(report.datasets.items()):
+        for ex in rep.examples:
+            console.print(f"  {name}: row {ex['row']}: {ex['reason']}: {ex['detail']}", highlight=False, markup=False)
+    if failed:
+        console.print(f"[red]{report.n_invalid} invalid row(s)[/red] (policy: error)")
+    return 1 if failed else 0
+
+
+def cmd_verify_batches(args: argparse.Namespace) -> int:
+    from proveseg.config import load_run_config
+    from proveseg.data.inspect import verify_batches
+
+    cfg = load_run_config(args.config)
+    report = verify_batches(cfg.data, args.batches)
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+        return 0 if report["matches_request"] else 1
+    console = _console()
+    console.print(f"config {args.config}: real/gen ratio {report['real_gen_ratio']}, batch size {report['batch_size']}"
+                  " (counted from loaded batches)", highlight=False)
+    for i, b in enumerate(report["batches"], start=1):
+        parts = " + ".join(f"{n} {k}" for k, n in b.items() if n)
+        console.print(f"Batch {i}: {parts} = {sum(b.values())} total", highlight=False)
+    sizes = report["sizes"]
+    gen = report["generated"]
+    console.print(f"real size: {sizes.get('real', 0)} | generated found/valid: {gen['found']}/{gen['valid']} | "
+                  f"combined size: {report['combined_size']} | total batches: {report['total_batches']}",
+                  highlight=False)
+    table = Table(title="members")
+    for col in ("dataset", "group", "samples", "repeats", "effective"):
+        table.add_column(col, justify="left" if col in ("dataset", "group") else "right")
+    for m in report["members"]:
+        table.add_row(m["name"], m["group"], str(m["samples"]), f"{m['repeats']:g}", f"{m['effective']:g}")
+    console.print(table)
+    for problem in report["problems"]:
+        console.print(f"[red]MISMATCH[/red] {problem}")
+    return 0 if report["matches_request"] else 1
+
+
+def cmd_export_samples(args: argparse.Namespace) -> int:
+    from proveseg.config import load_run_config
+    from proveseg.data.inspect import export_samples
+
+    written = export_samples(load_run_config(args.config).data, args.n, args.out)
+    _console().print(f"wrote {len(written)} samples (image, label, overlay, metadata) to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``proveseg`` argument parser; every command has a one-line help."""
     parser = argparse.ArgumentParser(prog="proveseg", description="Prove whether extra training data helps "
@@ -99,6 +166,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print info.json instead of a table")
     p.set_defaults(func=cmd_synth)
 
+    p = sub.add_parser("manifest", help="generated-image manifests: validate")
+    msub = p.add_subparsers(dest="manifest_command", required=True, metavar="ACTION")
+    p = msub.add_parser("validate", help="check a manifest: rows, found, valid, rejected by reason")
+    p.add_argument("manifest")
+    p.add_argument("--generator", default=None, help="generator name (default: the manifest's folder name)")
+    p.add_argument("--dataset", type=_names, default=None, help="only these datasets (comma list)")
+    p.add_argument("--deep", action="store_true", help="decode every image and label fully")
+    p.add_argument("--exists-only", action="store_true", help="check existence only (no headers)")
+    p.add_argument("--class-set", default="cityscapes19", help="built-in name or class table (csv/yaml)")
+    p.add_argument("--root", default=None, help="data root that relative paths may not leave")
+    p.add_argument("--allow-absolute", action="store_true", help="accept absolute paths in the manifest")
+    p.add_argument("--on-invalid", choices=("error", "skip"), default="error", help="exit 1 on invalid rows if error")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_manifest_validate)
+
+    p = sub.add_parser("verify-batches", help="load batches from a run config and show what they hold")
+    p.add_argument("config")
+    p.add_argument("--batches", type=int, default=3)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_verify_batches)
+
+    p = sub.add_parser("export-samples", help="write samples from the training loader for inspection")
+    p.add_argument("config")
+    p.add_argument("--n", type=int, default=20)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_export_samples)
+
     p = sub.add_parser("demo", help="end-to-end demo on the synthetic benchmark")
     p.add_argument("--data", default=DEFAULT_DATA, help=f"benchmark folder (default {DEFAULT_DATA})")
     p.add_argument("--workers", type=int, default=workers)
@@ -112,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (ValueError, KeyError, FileNotFoundError) as exc:
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         _console(stderr=True).print(f"[red]error:[/red] {message}", markup=True, highlight=False)
         return 2

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import yaml
 
-__all__ = ["CITYSCAPES19", "CLASS_SETS", "IGNORE_INDEX", "ClassSet", "get_class_set"]
+__all__ = [
+    "CITYSCAPES19", "CLASS_SETS", "IGNORE_INDEX", "ClassSet", "get_class_set", "load_class_table", "resolve_class_set",
+]
 
 IGNORE_INDEX = 255
 
@@ -51,6 +56,15 @@ class ClassSet:
         lut[: self.num_classes] = np.asarray(self.palette, dtype=np.uint8)
         return lut[mask.astype(np.uint8)]
 
+    def decode_rgb(self, rgb: np.ndarray) -> np.ndarray:
+        """Ids of an RGB colour-coded mask (H, W, 3); colours not in the palette become 255."""
+        code = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+        keys = np.array([(r << 16) | (g << 8) | b for r, g, b in self.palette], dtype=np.int64)
+        order = np.argsort(keys)
+        pos = np.clip(np.searchsorted(keys[order], code), 0, len(keys) - 1)
+        hit = keys[order][pos] == code
+        return np.where(hit, order[pos], IGNORE_INDEX).astype(np.uint8)
+
 
 CITYSCAPES19 = ClassSet(
     name="cityscapes19",
@@ -76,3 +90,46 @@ def get_class_set(name: str) -> ClassSet:
         return CLASS_SETS[name]
     except KeyError:
         raise KeyError(f"unknown class set {name!r}; valid: {', '.join(sorted(CLASS_SETS))}") from None
+
+
+def load_class_table(path: str | Path) -> ClassSet:
+    """A class set from a CSV (``id,name,r,g,b``) or YAML (list of mappings with those keys).
+
+    Ids must be 0..N-1, each exactly once; errors name the file and the row.
+    """
+    path = Path(path)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        with path.open(encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+        rows = data.get("classes", data) if isinstance(data, dict) else data
+        if not isinstance(rows, list):
+            raise ValueError(f"{path}: expected a list of classes (or a 'classes:' list)")
+    else:
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    entries: dict[int, tuple[str, tuple[int, int, int]]] = {}
+    for i, row in enumerate(rows, start=1):
+        try:
+            cid = int(row["id"])
+            rgb = (int(row["r"]), int(row["g"]), int(row["b"]))
+            name = str(row["name"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: row {i}: needs id, name, r, g, b as numbers ({exc!r})") from None
+        if cid in entries:
+            raise ValueError(f"{path}: row {i}: id {cid} appears twice")
+        if not all(0 <= c <= 255 for c in rgb):
+            raise ValueError(f"{path}: row {i}: colour {rgb} outside 0..255")
+        entries[cid] = (name, rgb)
+    if sorted(entries) != list(range(len(entries))):
+        raise ValueError(f"{path}: ids must be 0..{len(entries) - 1} without gaps, got {sorted(entries)}")
+    return ClassSet(path.stem, tuple(entries[i][0] for i in range(len(entries))),
+                    tuple(entries[i][1] for i in range(len(entries))))
+
+
+def resolve_class_set(name_or_path: str) -> ClassSet:
+    """A built-in class set by name, or a class table file."""
+    if name_or_path in CLASS_SETS:
+        return CLASS_SETS[name_or_path]
+    if Path(name_or_path).suffix.lower() in (".csv", ".yaml", ".yml"):
+        return load_class_table(name_or_path)
+    return get_class_set(name_or_path)

@@ -3,6 +3,7 @@
 Layout (relative to the output folder)::
 
     info.json                                   parameters and counts; written last
+    .proveseg-root                              marks the data root that manifest paths may not leave
     {train,test}/images/<domain>/scene_NNNNNN.jpg
     {train,test}/labels/<domain>/scene_NNNNNN.png  train ids, 255 = ignore (palette PNG)
     {train,test}/depth/scene_NNNNNN.png         uint16 depth in centimetres
@@ -29,6 +30,7 @@ from PIL import Image
 from proveseg import __version__
 from proveseg.atomic import atomic_write_json, atomic_write_text
 from proveseg.data.classes import CITYSCAPES19
+from proveseg.data.manifest import ROOT_MARKER
 from proveseg.synth.generators import GENERATORS, get_generator
 from proveseg.synth.layout import make_scene
 from proveseg.synth.render import DOMAINS, SOURCE_DOMAIN, render, to_uint8
@@ -155,6 +157,7 @@ def build_benchmark(out: str | os.PathLike[str], spec: SynthSpec, workers: int =
         atomic_write_text(root / "generated" / gen_name / "manifest.csv", buf.getvalue())
     info = {**wanted, "proveseg_version": __version__, "dataset": DATASET_NAME, "class_set": CITYSCAPES19.name,
             "domains": list(DOMAINS), "source_domain": SOURCE_DOMAIN, "counts": summarize(spec)}
+    (root / ROOT_MARKER).write_text("data root for manifest path checks (see proveseg.data.manifest)\n")
     atomic_write_json(info_path, info)
     return info
 

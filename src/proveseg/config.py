@@ -1,0 +1,147 @@
+"""Run configuration: YAML in (``yaml.safe_load``), validated by pydantic, resolved YAML out.
+
+Unknown keys are errors, so a typo never silently falls back to a default. Relative paths are
+taken from the current working directory (the examples assume the repository root).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = ["ConfigError", "DataConfig", "GeneratedSourceConfig", "NoiseConfig", "RealSourceConfig", "RunConfig",
+           "TransformConfig", "load_run_config"]
+
+OnInvalid = Literal["error", "skip"]
+
+
+class ConfigError(ValueError):
+    """A config file that does not validate; the message names the file and each bad field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RealSourceConfig(_Strict):
+    """A labeled dataset read by one of the readers (folder, cityscapes, acdc, csv)."""
+
+    name: str
+    reader: Literal["folder", "cityscapes", "acdc", "csv"] = "folder"
+    root: Path
+    repeat: float = Field(1.0, gt=0)
+    domains: list[str] | None = None  # keep only these domains (stage1: [clear_day])
+    on_invalid: OnInvalid = "error"
+    split: str = "train"  # cityscapes / acdc
+    images: str = "images"  # folder
+    labels: str = "labels"  # folder
+    label_suffix: str = ""  # folder
+    label_ext: str = ".png"  # folder
+    domain: str | None = None  # folder / csv: fixed domain instead of a path component or column
+    domain_level: int = Field(0, ge=0)  # folder: path component below images/ naming the domain
+
+    def reader_options(self) -> dict[str, Any]:
+        """The options this source's reader takes."""
+        if self.reader == "folder":
+            return {"images": self.images, "labels": self.labels, "label_suffix": self.label_suffix,
+                    "label_ext": self.label_ext, "domain": self.domain, "domain_level": self.domain_level}
+        if self.reader == "cityscapes":
+            return {"split": self.split, "domain": self.domain or "clear_day"}
+        if self.reader == "acdc":
+            return {"split": self.split}
+        return {"domain": self.domain}
+
+
+class GeneratedSourceConfig(_Strict):
+    """One generator's manifest (../shared/DESIGN.md section 3)."""
+
+    name: str
+    manifest: Path
+    repeat: float = Field(1.0, gt=0)
+    datasets: list[str] | None = None
+    target_domains: list[str] | None = None
+    root: Path | None = None  # data root that relative paths may not leave (default: marker or manifest folder)
+    allow_absolute: bool = False
+    on_invalid: OnInvalid = "error"
+    deep: bool = False
+
+
+class NoiseConfig(_Strict):
+    """The noise control: the reference generator's entries as uniform noise, labels kept."""
+
+    reference: str
+
+
+class TransformConfig(_Strict):
+    resize: tuple[int, int] | None = None
+    scale: tuple[float, float] | None = None
+    crop: tuple[int, int] | None = None
+    hflip: bool = True
+    jitter: float = Field(0.0, ge=0, le=1)
+
+
+class DataConfig(_Strict):
+    """Training data: sources, the real/generated ratio and the batch."""
+
+    class_set: str = "cityscapes19"
+    real: list[RealSourceConfig] = Field(default_factory=list)
+    generated: list[GeneratedSourceConfig] = Field(default_factory=list)
+    noise: NoiseConfig | None = None
+    real_gen_ratio: float = Field(1.0, ge=0, le=1)
+    batch_size: int = Field(8, ge=1)
+    seed: int = 0
+    num_workers: int = Field(0, ge=0)
+    transforms: TransformConfig = TransformConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        names = [s.name for s in self.real] + [g.name for g in self.generated]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique, repeated: {dupes}")
+        if self.noise is not None and self.noise.reference not in {g.name for g in self.generated}:
+            raise ValueError(f"noise.reference {self.noise.reference!r} is not one of the generated sources "
+                             f"{[g.name for g in self.generated]}")
+        return self
+
+
+class RunConfig(_Strict):
+    """One run. Later issues add the model and the training schedule."""
+
+    name: str = "run"
+    strategy: str = "custom"
+    data: DataConfig
+
+
+def _format_errors(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: {exc.error_count()} invalid field(s)"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """Read and validate a run config; raises ConfigError naming the file and fields."""
+    path = Path(path)
+    try:
+        with path.open(encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(path, exc)) from None
+
+
+def dump_config(config: BaseModel) -> str:
+    """Fully resolved YAML (every default written out)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

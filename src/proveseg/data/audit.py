@@ -1,0 +1,109 @@
+"""ConsumptionAudit: count what a consumer actually received, and compare it with the request.
+
+The counts come from loaded batches (their ``kind``, ``source``, ``domain`` and ``index``
+fields), not from the plan. That count is the proof written to ``composition.json``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from proveseg.data.records import KINDS, RecordTable
+
+__all__ = ["CompositionMismatch", "ConsumptionAudit"]
+
+
+class CompositionMismatch(RuntimeError):
+    """What was consumed is not what was requested."""
+
+
+class ConsumptionAudit:
+    """Running counts of consumed samples by kind, source and domain, per batch and overall."""
+
+    def __init__(self, num_ids: int, keep_batches: int = 8) -> None:
+        self.kinds: Counter[str] = Counter()
+        self.sources: Counter[str] = Counter()
+        self.domains: Counter[str] = Counter()
+        self.kind_domain: Counter[str] = Counter()
+        self.per_batch: list[tuple[int, ...]] = []
+        self.first_batches: list[dict[str, object]] = []
+        self.keep_batches = keep_batches
+        self.seen = np.zeros(num_ids, dtype=bool)
+        self.samples = 0
+
+    def update(self, batch: Mapping[str, object]) -> None:
+        """Count one collated batch (lists of strings for kind/source/domain, a tensor of indices)."""
+        kinds = list(batch["kind"])  # type: ignore[call-overload]
+        sources = list(batch["source"])  # type: ignore[call-overload]
+        domains = list(batch["domain"])  # type: ignore[call-overload]
+        index = np.asarray(batch["index"]).reshape(-1)
+        if not len(kinds) == len(sources) == len(domains) == len(index):
+            raise CompositionMismatch("batch fields kind/source/domain/index have different lengths")
+        counts = Counter(kinds)
+        unknown = set(counts) - set(KINDS)
+        if unknown:
+            raise CompositionMismatch(f"batch holds unknown kinds {sorted(unknown)}")
+        self.kinds.update(counts)
+        self.sources.update(sources)
+        self.domains.update(domains)
+        self.kind_domain.update(f"{k}/{d}" for k, d in zip(kinds, domains, strict=True))
+        self.per_batch.append(tuple(counts.get(k, 0) for k in KINDS))
+        if len(self.first_batches) < self.keep_batches:
+            self.first_batches.append({**{k: counts.get(k, 0) for k in KINDS}, "sources": dict(Counter(sources))})
+        self.seen[index] = True
+        self.samples += len(index)
+
+    def composition(self) -> np.ndarray:
+        """Consumed counts per batch and kind: (batches, len(KINDS))."""
+        return np.asarray(self.per_batch, dtype=np.int64).reshape(-1, len(KINDS))
+
+    def mismatches(self, expected: np.ndarray, start: int = 0) -> list[str]:
+        """Differences between consumed and expected per-batch kind counts (``expected``: batches x KINDS)."""
+        got = self.composition()
+        problems = []
+        if got.shape != expected.shape:
+            problems.append(f"consumed {got.shape[0]} batches, expected {expected.shape[0]}")
+            n = min(len(got), len(expected))
+            got, expected = got[:n], expected[:n]
+        for b in np.flatnonzero((got != expected).any(axis=1))[:5].tolist():
+            want = ", ".join(f"{expected[b, k]} {kind}" for k, kind in enumerate(KINDS) if expected[b, k])
+            have = ", ".join(f"{got[b, k]} {kind}" for k, kind in enumerate(KINDS) if got[b, k])
+            problems.append(f"batch {start + b}: requested {want}, consumed {have or 'nothing'}")
+        totals_expected, totals_got = expected.sum(axis=0), got.sum(axis=0)
+        for k, kind in enumerate(KINDS):
+            if totals_expected[k] != totals_got[k]:
+                problems.append(f"{kind}: requested {totals_expected[k]} samples, consumed {totals_got[k]}")
+        return problems
+
+    def unique_per_source(self, records: RecordTable) -> dict[str, int]:
+        """Distinct samples seen per source."""
+        seen = np.flatnonzero(self.seen)
+        values, counts = np.unique(records.source[seen], return_counts=True)
+        return {str(v): int(c) for v, c in zip(values.tolist(), counts.tolist(), strict=True)}
+
+    def to_dict(self, records: RecordTable, requested: Mapping[str, object],
+                hashes: Mapping[str, str], validation: Mapping[str, object] | None = None,
+                problems: Sequence[str] = ()) -> dict[str, object]:
+        """The ``composition.json`` document (../shared/DESIGN.md section 3)."""
+        comp = self.composition()
+        return {
+            "requested": dict(requested),
+            "consumed": {
+                "batches": len(comp),
+                "samples": int(self.samples),
+                "per_kind": {k: int(self.kinds.get(k, 0)) for k in KINDS},
+                "per_source": dict(sorted(self.sources.items())),
+                "per_domain": dict(sorted(self.domains.items())),
+                "per_kind_domain": dict(sorted(self.kind_domain.items())),
+                "unique_per_source": self.unique_per_source(records),
+                "per_batch_distinct": sorted({tuple(row) for row in comp.tolist()}),
+                "first_batches": self.first_batches,
+            },
+            "source_hashes": dict(sorted(hashes.items())),
+            "manifest_validation": dict(validation or {}),
+            "matches_request": not problems,
+            "problems": list(problems),
+        }

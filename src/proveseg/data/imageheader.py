@@ -1,0 +1,104 @@
+"""Read an image's size, EXIF orientation and completeness from its bytes, without decoding.
+
+JPEG and PNG (what segmentation datasets use) are parsed directly: the size from the SOF / IHDR
+header, the orientation from the EXIF APP1 segment, completeness from the end marker
+(JPEG ``FFD9``, PNG ``IEND``). Other formats fall back to Pillow's lazy header read.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from PIL import Image
+
+__all__ = ["HeaderError", "ImageHeader", "read_header"]
+
+_PNG_SIG = b"\x89PNG\r\n\x1a\n"
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+class HeaderError(ValueError):
+    """The file is not a readable image header."""
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    width: int
+    height: int
+    format: str
+    orientation: int  # EXIF orientation, 1 = as stored
+    complete: bool  # the format's end marker is present
+
+
+def _exif_orientation(tiff: bytes) -> int:
+    if len(tiff) < 8 or tiff[:2] not in (b"II", b"MM"):
+        return 1
+    end = "<" if tiff[:2] == b"II" else ">"
+    (ifd,) = struct.unpack(end + "I", tiff[4:8])
+    if ifd + 2 > len(tiff):
+        return 1
+    (count,) = struct.unpack(end + "H", tiff[ifd:ifd + 2])
+    for i in range(count):
+        entry = tiff[ifd + 2 + 12 * i: ifd + 14 + 12 * i]
+        if len(entry) < 12:
+            break
+        tag, _type, _n = struct.unpack(end + "HHI", entry[:8])
+        if tag == 0x0112:
+            return int(struct.unpack(end + "H", entry[8:10])[0])
+    return 1
+
+
+def _jpeg(fh: BinaryIO, size: int) -> ImageHeader:
+    head = fh.read(65536)
+    pos, orientation = 2, 1
+    while pos + 4 <= len(head):
+        if head[pos] != 0xFF:
+            raise HeaderError("corrupt JPEG marker stream")
+        marker = head[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        (length,) = struct.unpack(">H", head[pos + 2:pos + 4])
+        if marker == 0xE1 and head[pos + 4:pos + 10] == b"Exif\x00\x00":
+            orientation = _exif_orientation(head[pos + 10:pos + 2 + length])
+        if marker in _SOF:
+            if pos + 9 > len(head):
+                break
+            h, w = struct.unpack(">HH", head[pos + 5:pos + 9])
+            fh.seek(max(0, size - 2))
+            return ImageHeader(w, h, "JPEG", orientation, fh.read(2) == b"\xff\xd9")
+        pos += 2 + length
+    raise HeaderError("no JPEG frame header (SOF) found")
+
+
+def _png(fh: BinaryIO, size: int) -> ImageHeader:
+    head = fh.read(33)
+    if len(head) < 24 or head[12:16] != b"IHDR":
+        raise HeaderError("PNG without IHDR chunk")
+    w, h = struct.unpack(">II", head[16:24])
+    fh.seek(max(0, size - 12))
+    complete = fh.read(12)[4:8] == b"IEND"
+    return ImageHeader(w, h, "PNG", 1, complete)
+
+
+def read_header(path: str | os.PathLike[str]) -> ImageHeader:
+    """Header of the image at ``path``; raises HeaderError or OSError if it cannot be read."""
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size == 0:
+            raise HeaderError("empty file")
+        magic = fh.read(8)
+        fh.seek(0)
+        if magic.startswith(b"\xff\xd8"):
+            return _jpeg(fh, size)
+        if magic == _PNG_SIG:
+            return _png(fh, size)
+    try:
+        with Image.open(path) as im:
+            orientation = int(im.getexif().get(0x0112, 1))
+            return ImageHeader(im.width, im.height, str(im.format), orientation, True)
+    except (OSError, SyntaxError) as exc:
+        raise HeaderError(f"not a readable image ({exc})") from exc

@@ -1,0 +1,81 @@
+"""Joint image/mask transforms over torchvision.transforms.v2 with explicit randomness.
+
+Random parameters come from a numpy generator keyed by (seed, sample id, pass), never from the
+global torch RNG, so a sample looks the same whichever worker loads it and after a resume.
+Masks are resized with nearest neighbour and padded with the ignore value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as F
+
+from proveseg.data.classes import IGNORE_INDEX
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TransformSpec", "apply_transforms", "denormalize"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class TransformSpec:
+    """What happens to a sample between decoding and the model."""
+
+    resize: tuple[int, int] | None = None  # (H, W) applied first
+    scale: tuple[float, float] | None = None  # random rescale range, e.g. (0.5, 2.0)
+    crop: tuple[int, int] | None = None  # random crop (H, W), padded if the image is smaller
+    hflip: bool = False
+    jitter: float = 0.0  # photometric strength: brightness/contrast/saturation +-jitter, hue +-jitter/5
+    normalize: bool = True  # ImageNet mean/std
+
+
+def apply_transforms(image: torch.Tensor, mask: np.ndarray, spec: TransformSpec,
+                     rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(3, H, W) uint8 image and (H, W) uint8 mask -> float (3, h, w) image and long (h, w) mask."""
+    img = tv_tensors.Image(image)
+    msk = tv_tensors.Mask(torch.from_numpy(mask)[None])
+    if spec.resize is not None:
+        img = F.resize(img, list(spec.resize), interpolation=InterpolationMode.BILINEAR, antialias=True)
+        msk = F.resize(msk, list(spec.resize), interpolation=InterpolationMode.NEAREST)
+    if spec.scale is not None:
+        factor = float(rng.uniform(*spec.scale))
+        h, w = img.shape[-2:]
+        size = [max(1, round(h * factor)), max(1, round(w * factor))]
+        img = F.resize(img, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
+        msk = F.resize(msk, size, interpolation=InterpolationMode.NEAREST)
+    if spec.crop is not None:
+        ch, cw = spec.crop
+        h, w = img.shape[-2:]
+        pad_h, pad_w = max(0, ch - h), max(0, cw - w)
+        if pad_h or pad_w:
+            img = F.pad(img, [0, 0, pad_w, pad_h], fill=0)
+            msk = F.pad(msk, [0, 0, pad_w, pad_h], fill=IGNORE_INDEX)
+            h, w = img.shape[-2:]
+        top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        img, msk = F.crop(img, top, left, ch, cw), F.crop(msk, top, left, ch, cw)
+    if spec.hflip and rng.random() < 0.5:
+        img, msk = F.horizontal_flip(img), F.horizontal_flip(msk)
+    if spec.jitter > 0:
+        j = spec.jitter
+        img = F.adjust_brightness(img, float(rng.uniform(1 - j, 1 + j)))
+        img = F.adjust_contrast(img, float(rng.uniform(1 - j, 1 + j)))
+        img = F.adjust_saturation(img, float(rng.uniform(1 - j, 1 + j)))
+        img = F.adjust_hue(img, float(rng.uniform(-j / 5, j / 5)))
+    out = F.to_dtype(img, torch.float32, scale=True)
+    if spec.normalize:
+        out = F.normalize(out, list(IMAGENET_MEAN), list(IMAGENET_STD))
+    return out.as_subclass(torch.Tensor), msk[0].as_subclass(torch.Tensor).long()
+
+
+def denormalize(image: torch.Tensor, normalized: bool = True) -> np.ndarray:
+    """Model input (3, H, W) back to uint8 (H, W, 3) for viewing."""
+    x = image.detach().float().cpu()
+    if normalized:
+        x = x * torch.tensor(IMAGENET_STD)[:, None, None] + torch.tensor(IMAGENET_MEAN)[:, None, None]
+    return (x.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
