@@ -10,8 +10,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from torchvision.io import ImageReadMode
-from torchvision.io import decode_image as tv_decode_image
 
 from proveseg.data.classes import IGNORE_INDEX, ClassSet
 
@@ -42,12 +40,15 @@ def decode_image(path: str, exif: bool = True) -> np.ndarray:
 
 
 def load_image(path: str) -> torch.Tensor:
-    """RGB uint8 (3, H, W) tensor for training, EXIF orientation applied (torchvision's decoder,
-    with Pillow as the fallback for formats it does not read)."""
+    """RGB uint8 (3, H, W) tensor for training, EXIF orientation applied; errors name the file.
+
+    Pillow, not torchvision.io: torchvision 0.29 deprecates its image decoders.
+    """
     try:
-        return tv_decode_image(path, mode=ImageReadMode.RGB, apply_exif_orientation=True)
-    except RuntimeError:
-        return torch.from_numpy(np.array(decode_image(path))).permute(2, 0, 1).contiguous()
+        array = decode_image(path)
+    except (OSError, SyntaxError) as exc:
+        raise OSError(f"{path}: cannot decode image: {exc}") from exc
+    return torch.from_numpy(array).permute(2, 0, 1)
 
 
 def image_size(path: str, exif: bool = True) -> tuple[int, int]:
