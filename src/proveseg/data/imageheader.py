@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
-from typing import BinaryIO
 
 from PIL import Image
 
@@ -51,10 +50,15 @@ def _exif_orientation(tiff: bytes) -> int:
     return 1
 
 
-def _jpeg(fh: BinaryIO, size: int) -> ImageHeader:
-    head = fh.read(65536)
+def _jpeg(fd: int, size: int) -> ImageHeader:
+    head = os.pread(fd, 4096, 0)
     pos, orientation = 2, 1
-    while pos + 4 <= len(head):
+    while True:
+        if pos + 4 > len(head):
+            if len(head) >= size or len(head) >= 1 << 20:
+                break
+            head = os.pread(fd, min(size, 4 * len(head)), 0)  # markers beyond the first read: widen it
+            continue
         if head[pos] != 0xFF:
             raise HeaderError("corrupt JPEG marker stream")
         marker = head[pos + 1]
@@ -62,40 +66,43 @@ def _jpeg(fh: BinaryIO, size: int) -> ImageHeader:
             pos += 1
             continue
         (length,) = struct.unpack(">H", head[pos + 2:pos + 4])
+        if pos + 2 + length > len(head) and len(head) < size and (marker == 0xE1 or marker in _SOF):
+            head = os.pread(fd, min(size, pos + 2 + length + 4096), 0)
+            continue
         if marker == 0xE1 and head[pos + 4:pos + 10] == b"Exif\x00\x00":
             orientation = _exif_orientation(head[pos + 10:pos + 2 + length])
         if marker in _SOF:
             if pos + 9 > len(head):
                 break
             h, w = struct.unpack(">HH", head[pos + 5:pos + 9])
-            fh.seek(max(0, size - 2))
-            return ImageHeader(w, h, "JPEG", orientation, fh.read(2) == b"\xff\xd9")
+            return ImageHeader(w, h, "JPEG", orientation, os.pread(fd, 2, max(0, size - 2)) == b"\xff\xd9")
         pos += 2 + length
     raise HeaderError("no JPEG frame header (SOF) found")
 
 
-def _png(fh: BinaryIO, size: int) -> ImageHeader:
-    head = fh.read(33)
+def _png(fd: int, size: int) -> ImageHeader:
+    head = os.pread(fd, 33, 0)
     if len(head) < 24 or head[12:16] != b"IHDR":
         raise HeaderError("PNG without IHDR chunk")
     w, h = struct.unpack(">II", head[16:24])
-    fh.seek(max(0, size - 12))
-    complete = fh.read(12)[4:8] == b"IEND"
+    complete = os.pread(fd, 12, max(0, size - 12))[4:8] == b"IEND"
     return ImageHeader(w, h, "PNG", 1, complete)
 
 
 def read_header(path: str | os.PathLike[str]) -> ImageHeader:
     """Header of the image at ``path``; raises HeaderError or OSError if it cannot be read."""
-    with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
         if size == 0:
             raise HeaderError("empty file")
-        magic = fh.read(8)
-        fh.seek(0)
+        magic = os.pread(fd, 8, 0)
         if magic.startswith(b"\xff\xd8"):
-            return _jpeg(fh, size)
+            return _jpeg(fd, size)
         if magic == _PNG_SIG:
-            return _png(fh, size)
+            return _png(fd, size)
+    finally:
+        os.close(fd)
     try:
         with Image.open(path) as im:
             orientation = int(im.getexif().get(0x0112, 1))

@@ -14,13 +14,16 @@ import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from proveseg.data.classes import ClassSet
-from proveseg.data.imageheader import HeaderError, read_header
+from proveseg.data.imageheader import HeaderError, ImageHeader, read_header
 from proveseg.data.records import RecordTable
+
+_STR = np.dtypes.StringDType()
 
 __all__ = ["MANIFEST_COLUMNS", "REASONS", "ROOT_MARKER", "ManifestError", "ManifestReport", "validate_manifest"]
 
@@ -58,8 +61,17 @@ class ManifestReport:
     path: str
     generator: str
     datasets: dict[str, DatasetReport]
-    records: RecordTable
     rejected_rows: list[tuple[int, str, str]]  # (row number in the file, reason, detail)
+    _columns: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+
+    @cached_property
+    def records(self) -> RecordTable:
+        """Records of the valid rows (kind ``generated``), built on first use."""
+        c = self._columns
+        return RecordTable.from_columns({
+            "image": c["generated_path"], "label": c["label_path"], "dataset": c["dataset"],
+            "domain": c["target_domain"], "kind": "generated", "source": self.generator,
+            "origin": c["original_path"]}, n=len(c["dataset"])).sorted()
 
     @property
     def n_invalid(self) -> int:
@@ -78,8 +90,8 @@ def find_root(manifest: Path) -> Path:
     return manifest.parent
 
 
-def read_manifest_rows(path: Path) -> tuple[list[int], dict[str, list[str]]]:
-    """Row numbers (1 = header) and contract columns of a manifest; structural errors raise."""
+def read_manifest_rows(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Row numbers (the header is row 1) and contract columns of a manifest; structural errors raise."""
     try:
         with path.open(newline="", encoding="utf-8") as fh:
             reader = csv.reader(fh)
@@ -89,83 +101,110 @@ def read_manifest_rows(path: Path) -> tuple[list[int], dict[str, list[str]]]:
             missing = [c for c in MANIFEST_COLUMNS if c not in header]
             if missing:
                 raise ManifestError(f"{path}: header lacks column(s) {', '.join(missing)}; found {', '.join(header)}")
-            index = [header.index(c) for c in MANIFEST_COLUMNS]
-            columns: dict[str, list[str]] = {c: [] for c in MANIFEST_COLUMNS}
-            numbers = []
+            rows, numbers = [], []
             for row in reader:
-                if not row:
-                    continue
-                if len(row) != len(header):
-                    raise ManifestError(f"{path}: row {reader.line_num}: {len(row)} fields, header has {len(header)}")
-                numbers.append(reader.line_num)
-                for c, i in zip(MANIFEST_COLUMNS, index, strict=True):
-                    columns[c].append(row[i].strip())
+                if row:
+                    rows.append(row)
+                    numbers.append(reader.line_num)
     except UnicodeDecodeError as exc:
         raise ManifestError(f"{path}: not valid UTF-8 (byte {exc.start}: {exc.reason})") from None
     except csv.Error as exc:
         raise ManifestError(f"{path}: malformed CSV: {exc}") from None
-    return numbers, columns
+    widths = np.fromiter(map(len, rows), np.int64, len(rows))
+    bad = np.flatnonzero(widths != len(header))
+    if len(bad):
+        raise ManifestError(f"{path}: row {numbers[bad[0]]}: {widths[bad[0]]} fields, header has {len(header)}")
+    fields = list(zip(*rows, strict=True)) if rows else [() for _ in header]
+    columns = {}
+    for c in MANIFEST_COLUMNS:
+        col = np.asarray(fields[header.index(c)], dtype=_STR)
+        padded = np.strings.startswith(col, " ") | np.strings.endswith(col, " ")
+        columns[c] = np.strings.strip(col) if padded.any() else col
+    return np.asarray(numbers, np.int64), columns
 
 
-class _Listing:
-    """Existence by one directory listing per folder."""
+def _resolve_column(values: np.ndarray, base: str, root: str, allow_absolute: bool,
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Absolute paths, a reason code per row (0 ok, 1 absolute, 2 escapes) and existence.
 
-    def __init__(self) -> None:
-        self._names: dict[str, frozenset[str]] = {}
+    Work is per distinct directory (resolved, checked and listed once), not per row.
+    """
+    dirs, seps, names = np.strings.rpartition(values, np.asarray("/", dtype=_STR))
+    keys, inverse = np.unique(np.strings.add(dirs, seps), return_inverse=True)
+    full_dirs, dir_reason, listings = [], np.zeros(len(keys), np.int8), []
+    for k, key in enumerate(keys.tolist()):
+        absolute = os.path.isabs(key)
+        full = os.path.normpath(key if absolute else os.path.join(base, key or "."))
+        if absolute and not allow_absolute:
+            dir_reason[k] = 1
+        elif not absolute and not (full + os.sep).startswith(root):
+            dir_reason[k] = 2
+        full_dirs.append(full)
+        try:
+            listings.append(frozenset(os.listdir(full)) if dir_reason[k] == 0 else None)
+        except OSError:
+            listings.append(frozenset())
+    reason = dir_reason[inverse]
+    special = (names == "") | (names == ".") | (names == "..")
+    reason[special & (reason == 0)] = 2  # a path ending in '..' or '.' is not a file under the root
+    paths = np.strings.add(np.asarray(full_dirs, dtype=_STR)[inverse], np.strings.add(os.sep, names))
+    exists = np.zeros(len(values), bool)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(keys) + 1))
+    for k, listing in enumerate(listings):
+        if listing:  # set lookups: np.isin on StringDType is orders of magnitude slower here
+            rows = order[bounds[k]:bounds[k + 1]]
+            exists[rows] = [name in listing for name in names[rows].tolist()]
+    return paths, reason, exists & (reason == 0)
 
-    def exists(self, path: str) -> bool:
-        folder, name = os.path.split(path)
-        names = self._names.get(folder)
-        if names is None:
+
+def _headers(paths: list[str], threads: int) -> list[ImageHeader | str]:
+    """Header of each path, or the reason it could not be read, in a thread pool (reads wait on I/O)."""
+    def read(chunk: list[str]) -> list[ImageHeader | str]:
+        out: list[ImageHeader | str] = []
+        for p in chunk:
             try:
-                names = frozenset(os.listdir(folder or "."))
-            except OSError:
-                names = frozenset()
-            self._names[folder] = names
-        return name in names
+                out.append(read_header(p))
+            except (HeaderError, OSError) as exc:
+                out.append(str(exc) or type(exc).__name__)
+        return out
+
+    chunks = [paths[k:k + 1024] for k in range(0, len(paths), 1024)]
+    if threads <= 1 or len(chunks) <= 1:
+        return [h for c in chunks for h in read(c)]
+    with ThreadPoolExecutor(threads) as pool:
+        return [h for part in pool.map(read, chunks) for h in part]
 
 
-def _resolve(base: str, root: str, value: str, allow_absolute: bool) -> tuple[str | None, str | None]:
-    """(absolute path, None) or (None, reason); ``root`` ends with a separator."""
-    if os.path.isabs(value):
-        return (os.path.normpath(value), None) if allow_absolute else (None, "absolute_path")
-    full = os.path.normpath(os.path.join(base, value))
-    if not full.startswith(root):
-        return None, "path_escapes_root"
-    return full, None
-
-
-def _check_files(image: str, label: str, deep: bool, class_set: ClassSet | None) -> tuple[str, str] | None:
-    """Header (or full decode) checks of one generated image and its label: None or (reason, detail)."""
-    try:
-        img = read_header(image)
-    except (HeaderError, OSError) as exc:
-        return "unreadable_image", str(exc)
+def _compare(img: ImageHeader | str, lab: ImageHeader | str) -> tuple[str, str] | None:
+    if isinstance(img, str):
+        return "unreadable_image", img
     if not img.complete:
         return "truncated_image", "end marker missing"
-    try:
-        lab = read_header(label)
-    except (HeaderError, OSError) as exc:
-        return "unreadable_label", str(exc)
+    if isinstance(lab, str):
+        return "unreadable_label", lab
     if not lab.complete:
         return "truncated_label", "end marker missing"
     if img.orientation != lab.orientation:
         return "exif_rotation", f"image EXIF orientation {img.orientation}, label {lab.orientation}"
     if (img.width, img.height) != (lab.width, lab.height):
         return "size_mismatch", f"image {img.width}x{img.height}, label {lab.width}x{lab.height}"
-    if deep:
-        from proveseg.data.decode import LabelDecodeError, decode_image, decode_label
+    return None
 
-        try:
-            decode_image(image, exif=False)
-        except OSError as exc:
-            return "unreadable_image", f"decode failed: {exc}"
-        try:
-            decode_label(label, class_set)
-        except LabelDecodeError as exc:
-            return "label_out_of_range", str(exc)
-        except OSError as exc:
-            return "unreadable_label", f"decode failed: {exc}"
+
+def _decode_check(image: str, label: str, class_set: ClassSet | None) -> tuple[str, str] | None:
+    from proveseg.data.decode import LabelDecodeError, decode_image, decode_label
+
+    try:
+        decode_image(image, exif=False)
+    except (OSError, SyntaxError) as exc:
+        return "unreadable_image", f"decode failed: {exc}"
+    try:
+        decode_label(label, class_set)
+    except LabelDecodeError as exc:
+        return "label_out_of_range", str(exc)
+    except (OSError, SyntaxError) as exc:
+        return "unreadable_label", f"decode failed: {exc}"
     return None
 
 
@@ -180,70 +219,71 @@ def validate_manifest(path: str | Path, generator: str | None = None, *, dataset
     """
     path = Path(path).resolve()
     name = generator or path.parent.name
-    base = str(path.parent)
     root_dir = Path(root).resolve() if root is not None else find_root(path)
-    root_prefix = os.path.join(str(root_dir), "")
     numbers, cols = read_manifest_rows(path)
     keep = np.ones(len(numbers), bool)
     if datasets is not None:
-        keep &= np.isin(np.asarray(cols["dataset"], dtype=object), list(datasets))
+        keep &= np.isin(cols["dataset"], np.asarray(list(datasets), dtype=_STR))
     if target_domains is not None:
-        keep &= np.isin(np.asarray(cols["target_domain"], dtype=object), list(target_domains))
-    rows = np.flatnonzero(keep)
-    reports: dict[str, DatasetReport] = {}
-    rejected: list[tuple[int, str, str]] = []
-    resolved: dict[int, tuple[str, str, str]] = {}
-    listing = _Listing()
+        keep &= np.isin(cols["target_domain"], np.asarray(list(target_domains), dtype=_STR))
+    numbers = numbers[keep]
+    cols = {c: v[keep] for c, v in cols.items()}
+    n = len(numbers)
+    reason = np.full(n, "", dtype=object)
+    detail = np.full(n, "", dtype=object)
 
-    def reject(i: int, reason: str, detail: str) -> None:
-        rep = reports[cols["dataset"][i]]
-        rep.rejected[reason] = rep.rejected.get(reason, 0) + 1
-        if sum(1 for e in rep.examples if e["reason"] == reason) < 3:
-            rep.examples.append({"row": numbers[i], "reason": reason, "detail": detail})
-        rejected.append((numbers[i], reason, detail))
+    def reject(rows: np.ndarray, why: str, text: np.ndarray | str) -> None:
+        fresh = rows[reason[rows] == ""]
+        reason[fresh] = why
+        detail[fresh] = text if isinstance(text, str) else np.asarray(text, dtype=object)[reason[rows] == why]
 
-    for i in rows.tolist():
-        rep = reports.setdefault(cols["dataset"][i], DatasetReport())
-        rep.rows += 1
-        empty = [c for c in MANIFEST_COLUMNS if not cols[c][i]]
-        if empty:
-            reject(i, "empty_field", f"field {empty[0]!r} is empty")
-            continue
-        paths: list[str] = []
-        for column in _PATHS:
-            full, reason = _resolve(base, root_prefix, cols[column][i], allow_absolute)
-            if full is None:
-                reject(i, reason or "unresolvable", f"{column}={cols[column][i]!r} (root {root_dir})")
-                break
-            paths.append(full)
-        else:
-            for column, full in zip(_PATHS, paths, strict=True):
-                if not listing.exists(full):
-                    reject(i, f"missing_{column.removesuffix('_path')}", f"{column}: {full}")
-                    break
-            else:
-                rep.found += 1
-                resolved[i] = (paths[0], paths[1], paths[2])
-    order = sorted(resolved)
+    for c in MANIFEST_COLUMNS:
+        empty = np.flatnonzero(cols[c] == "")
+        reject(empty, "empty_field", f"field {c!r} is empty")
+    resolved, exists = {}, {}
+    root_prefix = os.path.join(str(root_dir), "")
+    for c in _PATHS:
+        full, code, exists[c] = _resolve_column(cols[c], str(path.parent), root_prefix, allow_absolute)
+        resolved[c] = full
+        for value, why in ((1, "absolute_path"), (2, "path_escapes_root")):
+            rows = np.flatnonzero(code == value)
+            reject(rows, why, np.asarray([f"{c}={v!r} (root {root_dir})" for v in cols[c][rows].tolist()]))
+    for c in _PATHS:
+        rows = np.flatnonzero(~exists[c] & (reason == ""))
+        text = np.asarray([f"{c}: {p}" for p in resolved[c][rows].tolist()])
+        reject(rows, f"missing_{c.removesuffix('_path')}", text)
+    found = reason == ""
     if check_files or deep:
-        def check(chunk: list[int]) -> list[tuple[str, str] | None]:
-            return [_check_files(resolved[i][0], resolved[i][2], deep, class_set) for i in chunk]
-
-        chunks = [order[k:k + 512] for k in range(0, len(order), 512)]
-        with ThreadPoolExecutor(max(1, threads)) as pool:  # header reads wait on I/O, decodes release the GIL
-            outcomes = [o for part in pool.map(check, chunks) for o in part]
-    else:
-        outcomes = [None] * len(order)
-    valid = []
-    for i, outcome in zip(order, outcomes, strict=True):
-        if outcome is None:
-            reports[cols["dataset"][i]].valid += 1
-            valid.append(i)
-        else:
-            reject(i, *outcome)
-    rejected.sort()
-    records = RecordTable.from_columns({
-        "image": [resolved[i][0] for i in valid], "label": [resolved[i][2] for i in valid],
-        "dataset": [cols["dataset"][i] for i in valid], "domain": [cols["target_domain"][i] for i in valid],
-        "kind": "generated", "source": name, "origin": [resolved[i][1] for i in valid]}, n=len(valid)).sorted()
-    return ManifestReport(str(path), name, reports, records, rejected)
+        rows = np.flatnonzero(found)
+        images = resolved["generated_path"][rows].tolist()
+        unique_labels, label_of = np.unique(resolved["label_path"][rows], return_inverse=True)
+        img_headers = _headers(images, threads)
+        lab_headers = _headers(unique_labels.tolist(), threads)
+        for i, row in enumerate(rows.tolist()):
+            outcome = _compare(img_headers[i], lab_headers[label_of[i]])
+            if outcome is not None:
+                reason[row], detail[row] = outcome
+        if deep:
+            rows = np.flatnonzero(reason == "")
+            pairs = list(zip(resolved["generated_path"][rows].tolist(), resolved["label_path"][rows].tolist(),
+                             strict=True))
+            with ThreadPoolExecutor(max(1, threads)) as pool:  # decoding releases the GIL
+                outcomes = list(pool.map(lambda pair: _decode_check(*pair, class_set), pairs))
+            for row, outcome in zip(rows.tolist(), outcomes, strict=True):
+                if outcome is not None:
+                    reason[row], detail[row] = outcome
+    valid = reason == ""
+    reports: dict[str, DatasetReport] = {}
+    for ds in np.unique(cols["dataset"]).tolist():
+        in_ds = cols["dataset"] == ds
+        rep = DatasetReport(rows=int(in_ds.sum()), found=int((in_ds & found).sum()), valid=int((in_ds & valid).sum()))
+        for row in np.flatnonzero(in_ds & ~valid).tolist():
+            rep.rejected[reason[row]] = rep.rejected.get(reason[row], 0) + 1
+            if sum(1 for e in rep.examples if e["reason"] == reason[row]) < 3:
+                rep.examples.append({"row": int(numbers[row]), "reason": reason[row], "detail": detail[row]})
+        reports[ds] = rep
+    rejected = [(int(numbers[r]), str(reason[r]), str(detail[r])) for r in np.flatnonzero(~valid).tolist()]
+    v = np.flatnonzero(valid)
+    columns = {**{c: resolved[c][v] for c in _PATHS}, "dataset": cols["dataset"][v],
+               "target_domain": cols["target_domain"][v]}
+    return ManifestReport(str(path), name, reports, rejected, columns)

@@ -15,13 +15,15 @@ block of each group's draws, so ranks never share a sample within a pass.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["BatchPlanSpec", "Group", "Member", "PlanError", "PlannedBatches", "group_counts", "plan_batches"]
+__all__ = ["BatchPlanSpec", "Group", "Member", "PlanError", "PlannedBatches", "group_counts", "iter_plan",
+           "plan_batches"]
 
 
 class PlanError(ValueError):
@@ -161,7 +163,7 @@ def _stride_window(weights: np.ndarray, p0: int, p1: int) -> tuple[np.ndarray, n
         return n
 
     lo, hi = 0.0, (p0 + 1) / weights.sum() + 1.0 / weights.min()
-    while (nxt := np.nextafter(lo, hi)) < hi:
+    while before(lo).sum() < p0 and (nxt := np.nextafter(lo, hi)) < hi:
         mid = (lo + hi) / 2 if (lo + hi) / 2 > lo else nxt
         if before(mid).sum() <= p0:
             lo = mid
@@ -198,9 +200,9 @@ def _member_samples(spec: BatchPlanSpec, g: int, m: int, first: int, count: int)
         lo, hi = max(first, p * size) - p * size, min(first + count, (p + 1) * size) - p * size
         perm = _permutation(spec.seed, g, m, p, size)
         samples.append(perm[lo:hi])
-        passes.append(np.full(hi - lo, p, np.int64))
+        passes.append(np.full(hi - lo, p, np.int32))
     if not samples:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
+        return np.empty(0, np.int64), np.empty(0, np.int32)
     return np.concatenate(samples).astype(np.int64), np.concatenate(passes)
 
 
@@ -225,7 +227,7 @@ def plan_batches(spec: BatchPlanSpec, start: int, stop: int) -> PlannedBatches:
         raise PlanError(f"batch range {start}..{stop} is not valid")
     n, world, size = stop - start, spec.world_size, spec.batch_size
     ids = np.empty((n, world, size), np.int64)
-    passes = np.empty((n, world, size), np.int64)
+    passes = np.empty((n, world, size), np.int32)
     groups = np.empty((n, world, size), np.int8)
     cum = cumulative_counts(spec, np.arange(start, stop + 1))
     counts = np.diff(cum, axis=0)
@@ -252,3 +254,9 @@ def plan_batches(spec: BatchPlanSpec, start: int, stop: int) -> PlannedBatches:
         groups[batch_of, rank, col] = g
         column += per_batch
     return PlannedBatches(start, ids, passes, groups)
+
+
+def iter_plan(spec: BatchPlanSpec, start: int, stop: int, chunk: int = 4096) -> Iterator[PlannedBatches]:
+    """Batches ``start..stop-1`` in chunks of ``chunk`` batches: bounded memory for long runs."""
+    for lo in range(start, stop, chunk):
+        yield plan_batches(spec, lo, min(lo + chunk, stop))

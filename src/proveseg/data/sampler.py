@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from torch.utils.data import Sampler
 
-from proveseg.data.plan import BatchPlanSpec, plan_batches
+from proveseg.data.plan import BatchPlanSpec, iter_plan
 
 __all__ = ["PlanBatchSampler"]
 
@@ -27,8 +27,7 @@ class PlanBatchSampler(Sampler[list[tuple[int, int]]]):
         return self.stop - self.start
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        for lo in range(self.start, self.stop, self.chunk):
-            planned = plan_batches(self.spec, lo, min(lo + self.chunk, self.stop))
+        for planned in iter_plan(self.spec, self.start, self.stop, self.chunk):
             ids, passes = planned.ids[:, self.rank].tolist(), planned.passes[:, self.rank].tolist()
             for batch_ids, batch_passes in zip(ids, passes, strict=True):
                 yield list(zip(batch_ids, batch_passes, strict=True))
