@@ -268,7 +268,7 @@ def validate_manifest(path: str | Path, generator: str | None = None, *, dataset
             pairs = list(zip(resolved["generated_path"][rows].tolist(), resolved["label_path"][rows].tolist(),
                              strict=True))
             with ThreadPoolExecutor(max(1, threads)) as pool:  # decoding releases the GIL
-                outcomes = list(pool.map(lambda pair: _decode_check(*pair, class_set), pairs))
+                outcomes = list(pool.map(lambda pair: _decode_check(pair[0], pair[1], class_set), pairs))
             for row, outcome in zip(rows.tolist(), outcomes, strict=True):
                 if outcome is not None:
                     reason[row], detail[row] = outcome
