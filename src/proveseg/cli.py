@@ -23,6 +23,12 @@ def _console(stderr: bool = False) -> Console:
     return console if console.is_terminal else Console(stderr=stderr, width=max(console.width, 140))
 
 
+def _cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 def _size(text: str) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in text.lower().split("x"))
@@ -146,6 +152,45 @@ def cmd_export_samples(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pct(value: object) -> str:
+    return "-" if value is None else f"{100 * float(value):.2f}"  # type: ignore[arg-type]
+
+
+def metrics_tables(metrics: dict, title: str) -> list[Table]:
+    """Overall, per-domain and per-class tables of a ``metrics.json`` (percent, two decimals)."""
+    overall = Table(title=title)
+    for col in ("mIoU", "95% CI", "aAcc", "mAcc", "domain mean", "images"):
+        overall.add_column(col, justify="right")
+    lo, hi = metrics["ci95"]
+    overall.add_row(_pct(metrics["mIoU"]), f"[{_pct(lo)}, {_pct(hi)}]", _pct(metrics["aAcc"]), _pct(metrics["mAcc"]),
+                    _pct(metrics["domain_mean_mIoU"]), str(metrics["n_images"]))
+    domains = Table(title="per domain")
+    for col in ("domain", "mIoU", "aAcc", "images"):
+        domains.add_column(col, justify="left" if col == "domain" else "right")
+    for name, d in metrics["per_domain"].items():
+        domains.add_row(name, _pct(d["mIoU"]), _pct(d["aAcc"]), str(d["n_images"]))
+    classes = Table(title="per class (IoU; - = class absent from labels and predictions)")
+    classes.add_column("class")
+    classes.add_column("IoU", justify="right")
+    classes.add_column("acc", justify="right")
+    for name, v in metrics["per_class"].items():
+        classes.add_row(name, _pct(v), _pct(metrics["per_class_acc"][name]))
+    return [overall, domains, classes]
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from proveseg.evaluate.runner import evaluate_target
+
+    metrics = evaluate_target(args.target, args.split, args.data, args.out, args.device)
+    if args.json:
+        print(json.dumps(metrics, indent=2, sort_keys=True))
+        return 0
+    console = _console()
+    for table in metrics_tables(metrics, f"{args.target} ({args.split})"):
+        console.print(table)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``proveseg`` argument parser; every command has a one-line help."""
     parser = argparse.ArgumentParser(prog="proveseg", description="Prove whether extra training data helps "
@@ -192,6 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=20)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_export_samples)
+
+    p = sub.add_parser("evaluate", help="evaluate a run dir or checkpoint: metrics.json, confusion.npz, tables")
+    p.add_argument("target", help="run directory or checkpoint file")
+    p.add_argument("--split", default="test", choices=("test", "val"))
+    p.add_argument("--data", default=None, help="run config whose evaluation sets to use")
+    p.add_argument("--out", default=None, help="output folder (default: the run directory)")
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="end-to-end demo on the synthetic benchmark")
     p.add_argument("--data", default=DEFAULT_DATA, help=f"benchmark folder (default {DEFAULT_DATA})")

@@ -12,8 +12,19 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-__all__ = ["ConfigError", "DataConfig", "GeneratedSourceConfig", "NoiseConfig", "RealSourceConfig", "RunConfig",
-           "TransformConfig", "load_run_config"]
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "GeneratedSourceConfig",
+    "NoiseConfig",
+    "RealSourceConfig",
+    "RunConfig",
+    "TransformConfig",
+    "dump_config",
+    "load_run_config",
+    "parse_run_config",
+]
 
 OnInvalid = Literal["error", "skip"]
 
@@ -108,12 +119,32 @@ class DataConfig(_Strict):
         return self
 
 
+class EvalConfig(_Strict):
+    """Validation / test sets and how to run inference on them."""
+
+    val: list[RealSourceConfig] = Field(default_factory=list)
+    test: list[RealSourceConfig] = Field(default_factory=list)
+    mode: Literal["whole", "slide"] = "whole"
+    crop: tuple[int, int] | None = None  # slide window
+    stride: tuple[int, int] | None = None  # slide step
+    flip: bool = False
+    batch_size: int = Field(4, ge=1)
+    n_boot: int = Field(1000, ge=10)  # bootstrap resamples for the 95% interval
+
+    @model_validator(mode="after")
+    def _check(self) -> EvalConfig:
+        if self.mode == "slide" and (self.crop is None or self.stride is None):
+            raise ValueError("mode slide needs crop and stride")
+        return self
+
+
 class RunConfig(_Strict):
     """One run. Later issues add the model and the training schedule."""
 
     name: str = "run"
     strategy: str = "custom"
     data: DataConfig
+    evaluation: EvalConfig = EvalConfig()
 
 
 def _format_errors(path: Path, exc: ValidationError) -> str:
@@ -122,6 +153,20 @@ def _format_errors(path: Path, exc: ValidationError) -> str:
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
         lines.append(f"  {where}: {err['msg']}")
     return "\n".join(lines)
+
+
+def parse_run_config(text: str, source: str = "<config>") -> RunConfig:
+    """Validate YAML text (e.g. the copy stored in a checkpoint)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(Path(source), exc)) from None
 
 
 def load_run_config(path: str | Path) -> RunConfig:

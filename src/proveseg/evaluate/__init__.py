@@ -1,0 +1,1 @@
+"""Evaluation: confusion matrices, metrics with bootstrap intervals, inference, analysis tools."""

@@ -1,0 +1,126 @@
+"""Evaluate a model on a split: per-image confusion matrices -> ``metrics.json`` + ``confusion.npz``."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, default_collate
+
+from proveseg.atomic import atomic_write_bytes, atomic_write_json
+from proveseg.config import EvalConfig, RealSourceConfig
+from proveseg.data.classes import ClassSet
+from proveseg.data.dataset import SegmentationDataset
+from proveseg.data.readers import read_dataset
+from proveseg.data.records import RecordTable
+from proveseg.data.transforms import TransformSpec
+from proveseg.evaluate.confusion import confusion_matrix_torch
+from proveseg.evaluate.inference import InferenceSpec, predict_logits
+from proveseg.evaluate.metrics import summarize
+
+__all__ = ["EvalResult", "evaluate_model", "load_split", "read_confusion", "write_results"]
+
+
+@dataclass
+class EvalResult:
+    per_image: np.ndarray  # (N, C, C) int64
+    domains: list[str]
+    images: list[str]
+
+
+def load_split(sources: Sequence[RealSourceConfig]) -> RecordTable:
+    """Records of a validation or test split; errors name the source."""
+    if not sources:
+        raise ValueError("no evaluation sources configured (evaluation.test / evaluation.val in the run config)")
+    tables = []
+    for src in sources:
+        table = read_dataset(src.reader, src.root, src.name, src.on_invalid, **src.reader_options()).records
+        if src.domains is not None:
+            table = table.take(np.isin(table.domain, src.domains))
+        tables.append(table)
+    return RecordTable.concat(tables)
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, records: RecordTable, class_set: ClassSet, cfg: EvalConfig,
+                   device: torch.device | str = "cpu", num_workers: int = 0) -> EvalResult:
+    """Per-image confusion matrices of ``model`` over ``records`` (accumulated on ``device``)."""
+    spec = InferenceSpec(cfg.mode, cfg.crop, cfg.stride, cfg.flip)
+    dataset = SegmentationDataset(records, class_set, TransformSpec(hflip=False))
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=default_collate)
+    model = model.to(device).eval()
+    matrices, domains, images = [], [], []
+    for batch in loader:
+        logits = predict_logits(model, batch["image"].to(device), spec, class_set.num_classes)
+        pred = logits.argmax(dim=1)
+        mask = batch["mask"].to(device)
+        for j in range(len(pred)):
+            matrices.append(confusion_matrix_torch(mask[j], pred[j], class_set.num_classes).cpu())
+        domains += list(batch["domain"])
+        images += [str(records.image[int(i)]) for i in batch["index"]]
+    per_image = torch.stack(matrices).numpy().astype(np.int64) if matrices else np.zeros((0, 0, 0), np.int64)
+    return EvalResult(per_image, domains, images)
+
+
+def write_results(out_dir: str | Path, result: EvalResult, class_set: ClassSet, n_boot: int = 1000,
+                  iteration: int | None = None, extra: dict[str, object] | None = None) -> dict[str, object]:
+    """Write ``metrics.json`` and ``confusion.npz`` atomically; returns the metrics."""
+    out = Path(out_dir)
+    metrics = summarize(result.per_image, result.domains, class_set.names, n_boot=n_boot)
+    metrics.update({"iteration": iteration, "class_set": class_set.name, **(extra or {})})
+    buf = io.BytesIO()
+    np.savez_compressed(buf, per_image=result.per_image, domains=np.asarray(result.domains, dtype=str),
+                        images=np.asarray(result.images, dtype=str), class_names=np.asarray(class_set.names))
+    atomic_write_bytes(out / "confusion.npz", buf.getvalue())
+    atomic_write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def read_confusion(path: str | Path) -> EvalResult:
+    """Load a ``confusion.npz`` (no pickles)."""
+    with np.load(path, allow_pickle=False) as z:
+        return EvalResult(z["per_image"], z["domains"].tolist(), z["images"].tolist())
+
+
+def evaluate_target(target: str | Path, split: str = "test", data_config: str | Path | None = None,
+                    out_dir: str | Path | None = None, device: str = "cpu") -> dict[str, object]:
+    """``proveseg evaluate``: a run directory (its best, else last checkpoint) or a checkpoint file.
+
+    The run config comes from ``data_config``, else the run directory's ``run.yaml``, else the copy
+    stored in the checkpoint. Results go to ``out_dir``, else the run directory.
+    """
+    from proveseg.checkpoint import load_model
+    from proveseg.config import load_run_config, parse_run_config
+    from proveseg.data.classes import resolve_class_set
+
+    path = Path(target)
+    if path.is_dir():
+        ckpt = next((p for p in (path / "checkpoints/best.pt", path / "checkpoints/last.pt") if p.exists()), None)
+        if ckpt is None:
+            raise FileNotFoundError(f"{path}: no checkpoints/best.pt or checkpoints/last.pt")
+        run_dir = path
+    else:
+        ckpt = path
+        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    model, state = load_model(ckpt, device)
+    if data_config is not None:
+        cfg = load_run_config(data_config)
+    elif (run_dir / "run.yaml").exists():
+        cfg = load_run_config(run_dir / "run.yaml")
+    elif state.get("config"):
+        cfg = parse_run_config(str(state["config"]), f"{ckpt} (stored config)")
+    else:
+        raise ValueError(f"{ckpt}: no run config found; pass --data CONFIG")
+    if split not in ("test", "val"):
+        raise ValueError(f"split {split!r}: expected test or val")
+    class_set = resolve_class_set(str(state["model"].get("class_set", cfg.data.class_set)))
+    records = load_split(cfg.evaluation.test if split == "test" else cfg.evaluation.val)
+    result = evaluate_model(model, records, class_set, cfg.evaluation, device)
+    extra = {"split": split, "checkpoint": str(ckpt), "model": state["model"]["name"]}
+    return write_results(out_dir or run_dir, result, class_set, cfg.evaluation.n_boot, state.get("iteration"), extra)

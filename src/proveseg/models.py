@@ -1,0 +1,45 @@
+"""Model registry: one plain dict, name -> builder over segmentation_models_pytorch / timm.
+
+``encoder_weights=None`` (the default) never downloads; ``"imagenet"`` uses smp's own downloader
+when a user asks for it. Tiny models exist for CPU tests and the demo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import segmentation_models_pytorch as smp
+from torch import nn
+
+__all__ = ["MODELS", "build_model"]
+
+Builder = Callable[[int, str | None], nn.Module]
+
+
+def _smp(arch: str, encoder: str, **kwargs: object) -> Builder:
+    def build(num_classes: int, encoder_weights: str | None) -> nn.Module:
+        return smp.create_model(arch, encoder_name=encoder, encoder_weights=encoder_weights, classes=num_classes,
+                                **kwargs)
+    return build
+
+
+MODELS: dict[str, Builder] = {
+    "pspnet_r50": _smp("pspnet", "resnet50"),
+    "deeplabv3plus_r50": _smp("deeplabv3plus", "resnet50"),
+    "segformer_mit-b3": _smp("segformer", "mit_b3"),
+    "upernet_r50": _smp("upernet", "resnet50"),
+    "unet_r18": _smp("unet", "resnet18"),
+    "fpn_r18": _smp("fpn", "resnet18"),
+    # CPU-sized: three encoder stages and a narrow decoder (output stride 8 inside, full-size logits).
+    "unet_tiny": _smp("unet", "resnet18", encoder_depth=3, decoder_channels=(64, 32, 16)),
+    "unet_micro": _smp("unet", "resnet18", encoder_depth=3, decoder_channels=(16, 16, 8)),
+}
+
+
+def build_model(name: str, num_classes: int, encoder_weights: str | None = None) -> nn.Module:
+    """A model from the registry; an unknown name lists the valid ones."""
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
+    if encoder_weights not in (None, "imagenet"):
+        raise ValueError(f"encoder_weights must be null or 'imagenet', got {encoder_weights!r}")
+    return MODELS[name](num_classes, encoder_weights)
