@@ -9,10 +9,12 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from proveseg import __version__
+from proveseg.data.records import RecordTable
 
 DEFAULT_DATA = "data/synthetic"
 
@@ -191,6 +193,69 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generated_records(manifest: str, class_set: str, limit: int | None) -> RecordTable:
+    from proveseg.data.classes import resolve_class_set
+    from proveseg.data.manifest import validate_manifest
+    from proveseg.data.pipeline import manifest_failure
+
+    report = validate_manifest(manifest, class_set=resolve_class_set(class_set))
+    if report.n_invalid:
+        raise ValueError(manifest_failure(report))
+    records = report.records
+    if limit is not None and limit < len(records):  # an even spread over the sorted rows, not the first N
+        records = records.take(np.linspace(0, len(records) - 1, limit).round().astype(np.int64))
+    return records
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from proveseg.evaluate.imagestats import generator_stats
+
+    stats = generator_stats(_generated_records(args.manifest, args.class_set, args.limit))
+    if args.json:
+        print(json.dumps(stats, indent=2, sort_keys=True))
+        return 0
+    table = Table(title=f"{args.manifest}: generated vs original")
+    for col in ("generator", "target", "images", "mean gen/orig", "std gen/orig", "|diff| /255", "|diff| %",
+                "edges on boundaries gen/orig", "layout score"):
+        table.add_column(col, justify="left" if col in ("generator", "target") else "right")
+    for gen, per in stats.items():
+        for dom, s in per.items():
+            table.add_row(gen, dom, str(s["images"]), f"{s['generated_mean']:.1f} / {s['original_mean']:.1f}",
+                          f"{s['generated_std']:.1f} / {s['original_std']:.1f}", f"{s['mean_abs_diff']:.1f}",
+                          f"{s['mean_abs_diff_pct']:.1f}",
+                          f"{s['edge_alignment_generated']:.3f} / {s['edge_alignment_original']:.3f}",
+                          f"{s['layout_score']:.2f}")
+    _console().print(table)
+    return 0
+
+
+def cmd_consistency(args: argparse.Namespace) -> int:
+    from proveseg.checkpoint import load_model
+    from proveseg.data.classes import resolve_class_set
+    from proveseg.evaluate.consistency import BLOCKS, consistency_report
+
+    model, state = load_model(args.model, args.device)
+    class_set = resolve_class_set(str(state["model"].get("class_set", args.class_set)))
+    report = consistency_report(model, _generated_records(args.manifest, class_set.name, args.limit), class_set,
+                                device=args.device)
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+        return 0
+    table = Table(title=f"{args.manifest}: consistency under {args.model} (mIoU %, agreement %)")
+    cols = ["generator", "target", "images", "semantic", "original", "agree px", "agree mIoU"]
+    cols += [f"layout {b}x{b}" for b in BLOCKS] + [f"agree {b}x{b}" for b in BLOCKS]
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("generator", "target") else "right")
+    for gen, per in report.items():
+        for dom, r in per.items():
+            table.add_row(gen, dom, str(r["images"]), _pct(r["semantic_mIoU"]), _pct(r["original_mIoU"]),
+                          _pct(r["agreement_pixel"]), _pct(r["agreement_mIoU"]),
+                          *(_pct(r[f"layout_semantic_{b}_mIoU"]) for b in BLOCKS),
+                          *(_pct(r[f"layout_agreement_{b}_pixel"]) for b in BLOCKS))
+    _console().print(table)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``proveseg`` argument parser; every command has a one-line help."""
     parser = argparse.ArgumentParser(prog="proveseg", description="Prove whether extra training data helps "
@@ -246,6 +311,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("stats", help="generated vs original images: colour statistics and layout score")
+    p.add_argument("manifest")
+    p.add_argument("--class-set", default="cityscapes19")
+    p.add_argument("--limit", type=int, default=None, help="at most this many rows, evenly spread")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("consistency", help="semantic and layout consistency of generated images under a model")
+    p.add_argument("manifest")
+    p.add_argument("--model", required=True, help="checkpoint file")
+    p.add_argument("--class-set", default="cityscapes19")
+    p.add_argument("--limit", type=int, default=None, help="at most this many rows, evenly spread")
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_consistency)
 
     p = sub.add_parser("demo", help="end-to-end demo on the synthetic benchmark")
     p.add_argument("--data", default=DEFAULT_DATA, help=f"benchmark folder (default {DEFAULT_DATA})")
