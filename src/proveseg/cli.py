@@ -17,6 +17,7 @@ from proveseg import __version__
 from proveseg.data.records import RecordTable
 
 DEFAULT_DATA = "data/synthetic"
+PREEMPTED_EXIT = 3  # training stopped on SIGTERM/SIGUSR2 with last.pt saved: resume with --resume
 
 
 def _console(stderr: bool = False) -> Console:
@@ -256,6 +257,27 @@ def cmd_consistency(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from proveseg.config import load_run_config
+    from proveseg.train.loop import Preempted, train
+
+    cfg = load_run_config(args.config)
+    if args.output_dir:
+        cfg = cfg.model_copy(update={"output_dir": args.output_dir})
+    try:
+        result = train(cfg, resume=args.resume, progress=_console().is_terminal)
+    except Preempted as exc:
+        _console(stderr=True).print(f"[yellow]preempted:[/yellow] {exc}")
+        return PREEMPTED_EXIT
+    console = _console()
+    console.print(f"{cfg.output_dir}: {result.iterations} iterations"
+                  + (" (early stop)" if result.stopped_early else ""), highlight=False)
+    if result.test_metrics:
+        for table in metrics_tables(result.test_metrics, f"{cfg.name}: test"):
+            console.print(table)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``proveseg`` argument parser; every command has a one-line help."""
     parser = argparse.ArgumentParser(prog="proveseg", description="Prove whether extra training data helps "
@@ -302,6 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=20)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_export_samples)
+
+    p = sub.add_parser("train", help="train one run from a run config (exact resume with --resume)")
+    p.add_argument("config")
+    p.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoints/last.pt")
+    p.add_argument("--output-dir", default=None, help="override the config's output_dir")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a run dir or checkpoint: metrics.json, confusion.npz, tables")
     p.add_argument("target", help="run directory or checkpoint file")

@@ -138,12 +138,69 @@ class EvalConfig(_Strict):
         return self
 
 
+class ModelConfig(_Strict):
+    name: str = "unet_tiny"  # a key of proveseg.models.MODELS
+    encoder_weights: Literal["imagenet"] | None = None  # imagenet downloads through smp when asked
+
+
+class OptimizerConfig(_Strict):
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)  # sgd
+
+
+class ScheduleConfig(_Strict):
+    warmup_iters: int = Field(0, ge=0)  # linear warm-up from 0
+    policy: Literal["poly", "cosine", "constant"] = "poly"
+    power: float = Field(0.9, gt=0)  # poly
+    min_lr: float = Field(0.0, ge=0)
+
+
+class LossConfig(_Strict):
+    ce_weight: float = Field(1.0, ge=0)  # cross-entropy, ignore 255
+    dice_weight: float = Field(0.0, ge=0)  # smp DiceLoss (multiclass, ignore 255)
+
+
+class EarlyStoppingConfig(_Strict):
+    patience: int = Field(5, ge=1)  # evaluations without improvement
+    min_iters: int = Field(0, ge=0)  # never stop before this iteration
+
+
+class EMAConfig(_Strict):
+    decay: float = Field(0.999, gt=0, lt=1)
+
+
+class TrainConfig(_Strict):
+    max_iters: int = Field(1000, ge=1)
+    eval_interval: int = Field(200, ge=1)
+    checkpoint_interval: int = Field(200, ge=1)  # last.pt every N iterations
+    log_interval: int = Field(10, ge=1)
+    grad_accum: int = Field(1, ge=1)  # batches per optimizer step
+    grad_clip: float | None = Field(None, gt=0)
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    loss: LossConfig = LossConfig()
+    best_metric: Literal["mIoU", "domain_mean_mIoU", "aAcc"] = "mIoU"
+    early_stopping: EarlyStoppingConfig | None = None
+    ema: EMAConfig | None = None
+    amp: Literal["none", "bf16", "fp16"] = "none"  # CUDA only
+    channels_last: bool = False  # CUDA only
+    compile: bool = False
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = 0  # model initialisation and torch RNG
+    num_threads: int | None = Field(None, ge=1)  # torch CPU threads
+
+
 class RunConfig(_Strict):
-    """One run. Later issues add the model and the training schedule."""
+    """One training run: data, model, schedule, evaluation, and where it writes."""
 
     name: str = "run"
     strategy: str = "custom"
+    output_dir: Path = Path("results/run")
     data: DataConfig
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
     evaluation: EvalConfig = EvalConfig()
 
 

@@ -1,0 +1,1 @@
+"""Training: the iteration-based loop, losses, schedules, resumable state."""
