@@ -18,8 +18,15 @@ Builder = Callable[[int, str | None], nn.Module]
 
 def _smp(arch: str, encoder: str, **kwargs: object) -> Builder:
     def build(num_classes: int, encoder_weights: str | None) -> nn.Module:
-        return smp.create_model(arch, encoder_name=encoder, encoder_weights=encoder_weights, classes=num_classes,
-                                **kwargs)
+        model = smp.create_model(arch, encoder_name=encoder, encoder_weights=encoder_weights, classes=num_classes,
+                                 **kwargs)
+        depth = kwargs.get("encoder_depth")
+        if isinstance(depth, int) and encoder.startswith("resnet"):
+            # smp keeps the ResNet stages past encoder_depth although forward never runs them; drop them so
+            # the optimizer, EMA and DDP (which rejects unused parameters) see only what is trained.
+            for stage in range(depth, 5):
+                setattr(model.encoder, f"layer{stage}", nn.Identity())
+        return model
     return build
 
 

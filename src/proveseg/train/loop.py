@@ -99,6 +99,9 @@ def _unwrap(model: nn.Module) -> nn.Module:
 def _evaluate(model: nn.Module, records: Any, data: TrainingData, cfg: RunConfig, device: torch.device,
               rank: int, world: int) -> dict[str, Any]:
     """Validation mIoU overall and per domain; each rank takes every world-th image, then all-reduce."""
+    if world > 1:  # BatchNorm statistics drift apart per rank: evaluate rank 0's model (the one saved) everywhere
+        for buffer in model.buffers():
+            dist.broadcast(buffer, 0)
     mine = records.take(np.arange(rank, len(records), world)) if world > 1 else records
     result = evaluate_model(model, mine, data.class_set, cfg.evaluation, device)
     domains = sorted(set(records.domain.tolist()))

@@ -1,0 +1,96 @@
+"""Signals, killed writes and DDP: behaviour of real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from proveseg.checkpoint import load_checkpoint
+from proveseg.cli import PREEMPTED_EXIT
+from proveseg.rundir import RunDir
+from tests.train.conftest import make_config
+
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"), "OMP_NUM_THREADS": "1"}
+
+
+def _write(cfg, path: Path) -> Path:  # type: ignore[no-untyped-def]
+    path.write_text(yaml.safe_dump(json.loads(cfg.model_dump_json())))
+    return path
+
+
+def test_sigterm_mid_run_leaves_a_loadable_checkpoint_and_resume_finishes(tiny_benchmark: Path,
+                                                                          tmp_path: Path) -> None:
+    cfg = make_config(tiny_benchmark, tmp_path / "run", max_iters=40, eval_interval=40, checkpoint_interval=1000)
+    path = _write(cfg, tmp_path / "run.yaml")
+    proc = subprocess.Popen([sys.executable, "-m", "proveseg.cli", "train", str(path)], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    log = cfg.output_dir / "log.jsonl"
+    deadline = time.time() + 120
+    while not (log.exists() and log.read_text().strip()) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == PREEMPTED_EXIT, err.decode()[-2000:]
+    state = load_checkpoint(cfg.output_dir / "checkpoints/last.pt")
+    stopped = state["iteration"]
+    assert 1 <= stopped < 40
+    assert RunDir(cfg.output_dir).status()[1].startswith(f"preempted at iteration {stopped}")
+    done = subprocess.run([sys.executable, "-m", "proveseg.cli", "train", str(path), "--resume"], env=ENV,
+                          capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert RunDir(cfg.output_dir).status()[0] == "done"
+    comp = json.loads((cfg.output_dir / "composition.json").read_text())
+    assert comp["consumed"]["batches"] == 40 and comp["matches_request"]
+
+
+WRITER = """
+import sys, torch
+from proveseg.checkpoint import save_checkpoint
+i = 0
+while True:
+    i += 1
+    save_checkpoint(sys.argv[1], {"model": {"name": "x"}, "iteration": i, "blob": torch.full((12_000_000,), float(i))})
+    print(i, flush=True)
+"""
+
+
+def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one_loadable(tmp_path: Path) -> None:
+    target = tmp_path / "last.pt"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], env=ENV, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    first = int(proc.stdout.readline())  # one complete checkpoint exists
+    time.sleep(0.15)  # now, most likely, in the middle of writing the next one
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    state = load_checkpoint(target)
+    assert state["iteration"] >= first
+    assert torch.equal(state["blob"][:3], torch.full((3,), float(state["iteration"])))
+
+
+def test_two_process_ddp_on_cpu(tiny_benchmark: Path, tmp_path: Path) -> None:
+    cfg = make_config(tiny_benchmark, tmp_path / "ddp", max_iters=4, eval_interval=2)
+    path = _write(cfg, tmp_path / "ddp.yaml")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+           "-m", "proveseg.cli", "train", str(path)]
+    done = subprocess.run(cmd, env=ENV, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    comp = json.loads((cfg.output_dir / "composition.json").read_text())
+    assert comp["requested"]["world_size"] == 2
+    assert comp["consumed"]["per_batch_distinct"] == [[4, 4, 0, 0]]  # 2 real + 2 generated on each rank
+    assert comp["matches_request"]
+    best = load_checkpoint(cfg.output_dir / "checkpoints/best.pt")
+    single = subprocess.run([sys.executable, "-m", "proveseg.cli", "evaluate", str(cfg.output_dir), "--split", "val",
+                             "--out", str(tmp_path / "single"), "--json", "--device", "cpu"],
+                            env=ENV, capture_output=True, timeout=300)
+    assert single.returncode == 0, single.stderr.decode()[-2000:]
+    assert json.loads(single.stdout)["mIoU"] == pytest.approx(best["metric"]["mIoU"], abs=1e-12)
