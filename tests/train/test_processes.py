@@ -38,7 +38,7 @@ def test_sigterm_mid_run_leaves_a_loadable_checkpoint_and_resume_finishes(tiny_b
     while not (log.exists() and log.read_text().strip()) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == PREEMPTED_EXIT, err.decode()[-2000:]
     state = load_checkpoint(cfg.output_dir / "checkpoints/last.pt")
     stopped = state["iteration"]
