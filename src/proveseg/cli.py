@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -23,7 +24,7 @@ PREEMPTED_EXIT = 3  # training stopped on SIGTERM/SIGUSR2 with last.pt saved: re
 def _console(stderr: bool = False) -> Console:
     """A console that does not squeeze tables to 80 columns when output is piped."""
     console = Console(stderr=stderr)
-    return console if console.is_terminal else Console(stderr=stderr, width=max(console.width, 140))
+    return console if console.is_terminal else Console(stderr=stderr, width=max(console.width, 200))
 
 
 def _cuda() -> bool:
@@ -77,14 +78,38 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from proveseg.synth.build import SynthSpec, build_benchmark
+    from pathlib import Path
+
+    from proveseg.study.demo import demo_spec, write_demo_study
+    from proveseg.study.executors import run_local
+    from proveseg.study.leaderboard import build_leaderboard
+    from proveseg.study.matrix import expand
+    from proveseg.study.spec import load_study
+    from proveseg.synth.build import build_benchmark
 
     console = _console()
-    console.print(f"[bold]proveseg demo[/bold]: synthetic adverse-weather benchmark in {args.data}")
     start = time.perf_counter()
-    info = build_benchmark(args.data, SynthSpec(), workers=args.workers, progress=console.is_terminal)
+    data = Path(args.data or (DEFAULT_DATA + ("-quick" if args.quick else "")))
+    results = Path(args.results or ("results/demo-quick" if args.quick else "results/demo"))
+    console.print(f"[bold]proveseg demo[/bold]{' (quick)' if args.quick else ''}: 1/4 synthetic benchmark in {data}")
+    info = build_benchmark(data, demo_spec(args.quick), workers=args.workers, progress=console.is_terminal)
     console.print(_synth_table(info, "images per split / domain / generator"))
-    console.print(f"benchmark ready in {time.perf_counter() - start:.1f} s")
+    study_path = write_demo_study(data, results, args.quick)
+    runs = expand(load_study(study_path))
+    console.print(f"2/4 stage-1 study {study_path}: {len(runs)} runs (skips runs already done)", highlight=False)
+    codes = run_local(runs, max_parallel=1)
+    failed = [k for k, v in codes.items() if v not in (0, -1)]
+    console.print("3/4 leaderboard (only runs whose composition.json proves their data mix are ranked)")
+    doc = build_leaderboard(results, "stage1", n_boot=200 if args.quick else 1000)
+    print_leaderboard(doc, f"{results} (stage1)")
+    from proveseg.study.report import write_report
+
+    report = write_report(results, results / "report.html", "stage1")
+    console.print(f"4/4 report: {report}", highlight=False)
+    console.print(f"demo finished in {time.perf_counter() - start:.0f} s", highlight=False)
+    if failed:
+        console.print(f"[red]{len(failed)} run(s) failed[/red]: " + ", ".join(failed))
+        return 1
     return 0
 
 
@@ -278,6 +303,100 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study_runs(args: argparse.Namespace) -> tuple[Any, list[Any]]:
+    from proveseg.study.matrix import expand
+    from proveseg.study.spec import load_study
+
+    study = load_study(args.study)
+    runs = expand(study, [args.stage] if args.stage else None, args.strategies, args.datasets, args.models)
+    return study, runs
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from proveseg.study.matrix import totals
+
+    _, runs = _study_runs(args)
+    doc: dict[str, Any] = {"runs": [r.as_dict() for r in runs], "totals": totals(runs)}
+    if args.json:
+        print(json.dumps(doc, indent=2, sort_keys=True))
+        return 0
+    table = Table(title=f"{args.study}: {len(runs)} runs (dry run: nothing started)")
+    for col in ("stage", "strategy", "dataset", "model", "ratio", "seed", "status", "run dir"):
+        table.add_column(col, no_wrap=True)
+    for r in doc["runs"]:
+        table.add_row(*(str(r[k]) for k in ("stage", "strategy", "dataset", "model", "ratio", "seed", "status",
+                                            "run_dir")))
+    console = _console()
+    console.print(table)
+    parts = " + ".join(f"{n} {s}" for s, n in doc["totals"].items())
+    console.print(f"{len(runs)} jobs: {parts}", highlight=False)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from proveseg.study.executors import run_local, run_slurm
+
+    study, runs = _study_runs(args)
+    if args.executor == "slurm":
+        out = run_slurm(runs, study.slurm, study.results_root / ".submitit", force=args.force)
+        for run_dir, state in out.items():
+            print(f"{state:>10}  {run_dir}")
+        return 0 if all(v == "done" for v in out.values()) else 1
+    gpus = args.gpus.split(",") if args.gpus else None
+    codes = run_local(runs, args.max_parallel, args.force, gpus)
+    failed = {k: v for k, v in codes.items() if v not in (0, -1)}
+    print(f"{len(codes)} runs: {sum(v == 0 for v in codes.values())} trained, "
+          f"{sum(v == -1 for v in codes.values())} already done, {len(failed)} failed")
+    for run_dir, code in failed.items():
+        print(f"  exit {code}: {run_dir} (see {run_dir}/train.log)")
+    return 1 if failed else 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from proveseg.study.formatting import leaderboard_csv, leaderboard_markdown
+    from proveseg.study.leaderboard import build_leaderboard
+
+    doc = build_leaderboard(args.results_root, args.stage, n_boot=args.n_boot)
+    if args.format == "json":
+        print(json.dumps(doc, indent=2, sort_keys=True))
+    elif args.format == "md":
+        print(leaderboard_markdown(doc), end="")
+    elif args.format == "csv":
+        print(leaderboard_csv(doc), end="")
+    else:
+        print_leaderboard(doc, f"{args.results_root} ({args.stage or 'all stages'})")
+    return 0
+
+
+def print_leaderboard(doc: dict, title: str) -> None:
+    """The leaderboard table, then INVALID runs, warnings and ablation readings."""
+    from proveseg.study.formatting import leaderboard_table
+
+    console = _console()
+    console.print(leaderboard_table(doc, title))
+    if doc.get("generated_spread") is not None:
+        console.print(f"spread between generated strategies: {100 * doc['generated_spread']:.2f} points",
+                      highlight=False)
+    for item in doc["invalid"]:
+        console.print(f"[red]INVALID[/red] {item['run_dir']}: {item['reason']}", highlight=False)
+    for warning in doc["warnings"]:
+        console.print(f"[yellow]WARNING[/yellow] {warning}", highlight=False)
+    if "noise_ablation" in doc:
+        na = doc["noise_ablation"]
+        console.print(f"noise ablation: [bold]{na['outcome']}[/bold]", highlight=False)
+    for strategy, points in doc.get("ratio_ablation", {}).items():
+        console.print(f"ratio ablation {strategy}: " + ", ".join(f"{p['ratio']:g} -> {100 * p['mIoU']:.2f}"
+                                                                 for p in points), highlight=False)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from proveseg.study.report import write_report
+
+    out = write_report(args.results_root, args.out, args.stage)
+    _console().print(f"wrote {out}", highlight=False)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``proveseg`` argument parser; every command has a one-line help."""
     parser = argparse.ArgumentParser(prog="proveseg", description="Prove whether extra training data helps "
@@ -340,6 +459,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
+    def study_filters(p: argparse.ArgumentParser) -> None:
+        p.add_argument("study")
+        p.add_argument("--stage", default=None)
+        p.add_argument("--strategies", type=_names, default=None)
+        p.add_argument("--datasets", type=_names, default=None)
+        p.add_argument("--models", type=_names, default=None)
+
+    p = sub.add_parser("plan", help="dry run: the job matrix of a study with each run's status")
+    study_filters(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("run", help="run what is not done in a study (local processes or Slurm)")
+    study_filters(p)
+    p.add_argument("--executor", choices=("local", "slurm"), default="local")
+    p.add_argument("--max-parallel", type=int, default=1)
+    p.add_argument("--gpus", default=None, help="comma list of GPU ids, one per parallel run")
+    p.add_argument("--force", action="store_true", help="delete and rerun runs that are done")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("leaderboard", help="rank strategies on proven runs, with paired-bootstrap gains")
+    p.add_argument("results_root")
+    p.add_argument("--stage", default=None)
+    p.add_argument("--format", choices=("table", "md", "csv", "json"), default="table")
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("report", help="one self-contained HTML report of a results root")
+    p.add_argument("results_root")
+    p.add_argument("--out", default="report.html")
+    p.add_argument("--stage", default=None)
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("stats", help="generated vs original images: colour statistics and layout score")
     p.add_argument("manifest")
     p.add_argument("--class-set", default="cityscapes19")
@@ -356,8 +508,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_consistency)
 
-    p = sub.add_parser("demo", help="end-to-end demo on the synthetic benchmark")
-    p.add_argument("--data", default=DEFAULT_DATA, help=f"benchmark folder (default {DEFAULT_DATA})")
+    p = sub.add_parser("demo", help="end-to-end demo: benchmark, stage-1 study, leaderboard, report.html")
+    p.add_argument("--quick", action="store_true", help="a small benchmark and short runs (about 3 minutes)")
+    p.add_argument("--data", default=None, help=f"benchmark folder (default {DEFAULT_DATA}[-quick])")
+    p.add_argument("--results", default=None, help="results root (default results/demo[-quick])")
     p.add_argument("--workers", type=int, default=workers)
     p.set_defaults(func=cmd_demo)
     return parser

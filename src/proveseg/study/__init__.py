@@ -1,0 +1,1 @@
+"""Studies: experiment matrices, executors, leaderboards and reports."""

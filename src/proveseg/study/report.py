@@ -1,0 +1,169 @@
+"""``proveseg report``: one self-contained HTML page (PNG plots embedded) for a results root."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from proveseg.atomic import atomic_write_text
+from proveseg.study.leaderboard import build_leaderboard, collect_runs
+
+__all__ = ["write_report"]
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;
+margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child,
+td.l{text-align:left}.invalid{color:#b00}.warn{color:#a60}img{max-width:100%}"""
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _table(header: list[str], rows: list[list[str]], table_id: str = "") -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table id="{table_id}"><tr>{head}</tr>{body}</table>'
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f}"
+
+
+def _leaderboard_html(doc: dict[str, Any]) -> str:
+    domains = sorted({d for r in doc["rows"] for d in r["per_domain"]})
+    rows = []
+    for r in doc["rows"]:
+        gain = "-" if r["gain"] is None else (f"{100 * r['gain']:+.2f} [{100 * r['gain_ci95'][0]:+.2f}, "
+                                               f"{100 * r['gain_ci95'][1]:+.2f}]")
+        rows.append([r["rank"], r["strategy"], r["type"], _pct(r["mIoU"]), gain, _pct(r["adverse_mIoU"]),
+                     *(_pct(r["per_domain"].get(d)) for d in domains), r["n_runs"]])
+    return _table(["rank", "strategy", "type", "mIoU", "gain [95% CI]", "adverse", *domains, "runs"], rows,
+                  "leaderboard")
+
+
+def _gain_heatmap(doc: dict[str, Any]) -> str:
+    base = next((r for r in doc["rows"] if r["strategy"] == "baseline"), None)
+    others = [r for r in doc["rows"] if r["strategy"] != "baseline"]
+    if base is None or not others:
+        return "<p>No baseline or no other strategy: no gain heatmap.</p>"
+    domains = sorted(base["per_domain"])
+    gains = np.array([[100 * (r["per_domain"].get(d, np.nan) - base["per_domain"][d]) for d in domains]
+                      for r in others])
+    fig, ax = plt.subplots(figsize=(1.1 * len(domains) + 2, 0.5 * len(others) + 1.5))
+    limit = max(1e-6, float(np.nanmax(np.abs(gains))))
+    im = ax.imshow(gains, cmap="RdBu", vmin=-limit, vmax=limit)
+    ax.set_xticks(range(len(domains)), domains, rotation=30, ha="right")
+    ax.set_yticks(range(len(others)), [r["strategy"] for r in others])
+    for i in range(len(others)):
+        for j in range(len(domains)):
+            ax.text(j, i, f"{gains[i, j]:+.1f}", ha="center", va="center", fontsize=8)
+    fig.colorbar(im, label="mIoU gain over baseline (points)")
+    return _png(fig)
+
+
+def _class_table(runs: list[Any]) -> str:
+    by_strategy: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        by_strategy.setdefault(r.strategy, []).append(r.metrics["per_class"])
+    if not by_strategy:
+        return ""
+    classes = list(next(iter(by_strategy.values()))[0])
+    rows = []
+    for cls in classes:
+        row = [cls]
+        for per in by_strategy.values():
+            vals = [p[cls] for p in per if p.get(cls) is not None]
+            row.append(_pct(float(np.mean(vals))) if vals else "-")
+        rows.append(row)
+    return _table(["class", *by_strategy], rows, "per-class")
+
+
+def _curves(runs: list[Any]) -> str:
+    fig, ax = plt.subplots(figsize=(8, 4))
+    drawn = False
+    for r in runs:
+        log = r.run_dir / "log.jsonl"
+        if not log.exists():
+            continue
+        points = [json.loads(x) for x in log.read_text(encoding="utf-8").splitlines() if '"loss"' in x]
+        if points:
+            ax.plot([p["iteration"] for p in points], [p["loss"] for p in points], label=r.strategy, lw=1)
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return "<p>No training logs.</p>"
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("training loss")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _ratio_curve(results_root: Path) -> str:
+    doc = build_leaderboard(results_root, "ratio-ablation", n_boot=10)
+    table = doc.get("ratio_ablation") or {}
+    if not table:
+        return "<p>No ratio-ablation runs.</p>"
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for strategy, points in table.items():
+        ax.plot([p["ratio"] for p in points], [100 * p["mIoU"] for p in points], marker="o", label=strategy)
+    ax.set_xlabel("real share of each batch (real_gen_ratio)")
+    ax.set_ylabel("test mIoU (%)")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _composition_rows(runs: list[Any]) -> list[list[str]]:
+    rows = []
+    for r in runs:
+        path = r.run_dir / "composition.json"
+        if not path.exists():
+            rows.append([str(r.run_dir), "-", "-", "-", "-", "no composition.json"])
+            continue
+        comp = json.loads(path.read_text(encoding="utf-8"))
+        kinds = comp["consumed"]["per_kind"]
+        rows.append([str(r.run_dir), str(comp["requested"]["real_gen_ratio"]),
+                     " / ".join(f"{k} {v}" for k, v in kinds.items() if v), str(comp["consumed"]["batches"]),
+                     comp["consumed"].get("sequence_sha256", "")[:12], "yes" if comp["matches_request"] else "NO"])
+    return rows
+
+
+def write_report(results_root: str | Path, out: str | Path, stage: str | None = None) -> Path:
+    """Write the HTML report for ``results_root`` (one stage, or all) to ``out``."""
+    root = Path(results_root)
+    doc = build_leaderboard(root, stage)
+    runs = collect_runs(root, stage)
+    valid = [r for r in runs if r.invalid is None]
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>proveseg report: {html.escape(str(root))}"
+             f"</title><style>{CSS}</style></head><body>",
+             f"<h1>proveseg report</h1><p>{html.escape(str(root))}, stage {html.escape(stage or 'all')}: "
+             f"{len(valid)} proven runs, {len(doc['invalid'])} invalid.</p>",
+             "<h2>Leaderboard</h2>", _leaderboard_html(doc)]
+    if doc.get("generated_spread") is not None:
+        parts.append(f"<p>Spread between generated strategies: {100 * doc['generated_spread']:.2f} points.</p>")
+    parts += [f'<p class="warn">WARNING: {html.escape(w)}</p>' for w in doc["warnings"]]
+    parts += ["<h2>Gain over baseline per domain</h2>", _gain_heatmap(doc),
+              "<h2>Per-class IoU (%)</h2>", _class_table(valid),
+              "<h2>Ratio ablation</h2>", _ratio_curve(root),
+              "<h2>Training curves</h2>", _curves(valid),
+              "<h2>INVALID runs</h2>"]
+    parts.append(_table(["run", "reason"], [[i["run_dir"], i["reason"]] for i in doc["invalid"]], "invalid")
+                 if doc["invalid"] else "<p>None.</p>")
+    parts += ["<h2>Composition of every run (counted from the batches each run consumed)</h2>",
+              _table(["run", "real share", "consumed", "batches", "sequence sha256", "matches request"],
+                     _composition_rows(runs), "composition"), "</body></html>"]
+    out = Path(out)
+    atomic_write_text(out, "\n".join(parts))
+    return out
