@@ -177,7 +177,8 @@ def build_leaderboard(results_root: str | Path, stage: str | None = None, n_boot
         inside = [r for r in gen_rows if r["gain_ci95"] and r["gain_ci95"][0] <= 0 <= r["gain_ci95"][1]]
         widths = [r["gain_ci95"][1] - r["gain_ci95"][0] for r in gen_rows if r["gain_ci95"]]
         if len(inside) == len(gen_rows) and spread is not None and widths and spread < float(np.median(widths)):
-            warnings.append("generated strategies " + ", ".join(r["strategy"] for r in gen_rows) + " cluster within "
+            names = ", ".join(sorted(r["strategy"] for r in gen_rows))
+            warnings.append(f"generated strategies {names} cluster within "
                             "the noise of the baseline (every gain interval contains 0 and they differ by less than "
                             "an interval width): check that their generated data was really used")
     doc: dict[str, Any] = {"stage": stage, "rows": rows, "invalid": invalid, "warnings": warnings,

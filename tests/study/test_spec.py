@@ -1,0 +1,64 @@
+"""Study validation and matrix expansion (plan)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from proveseg.cli import main
+from proveseg.config import ConfigError
+from proveseg.study.matrix import expand, run_dir_name
+from proveseg.study.spec import load_study
+
+
+def _study(tmp_path: Path, **over: object) -> Path:
+    doc = {"name": "s", "results_root": str(tmp_path / "results"),
+           "datasets": {"bdd": {"train": {"root": "d/train"}, "test": {"root": "d/test"}},
+                        "idd": {"train": {"root": "e/train"}, "test": {"root": "e/test"}}},
+           "generators": {"cyclegan": {"manifest": "m.csv"}},
+           "strategies": ["baseline", "gen_cyclegan", "gen_random_noise"], "noise_reference": "cyclegan",
+           "models": ["unet_tiny", "unet_micro"], "seeds": [0, 1, 2, 3], "ratios": [0.5],
+           "stages": {"stage1": {}, "noise-ablation": {"strategies": ["gen_random_noise", "baseline"]}}, **over}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_plan_lists_the_matrix_with_totals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _study(tmp_path)
+    assert main(["plan", str(path), "--stage", "noise-ablation"]) == 0
+    assert "32 jobs: 16 gen_random_noise + 16 baseline" in capsys.readouterr().out
+    assert main(["plan", str(path), "--json", "--strategies", "gen_cyclegan", "--datasets", "bdd"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["totals"] == {"gen_cyclegan": 8}
+    run = doc["runs"][0]
+    assert set(run) == {"stage", "strategy", "dataset", "model", "ratio", "seed", "run_dir", "status"}
+    assert run["status"] == "todo"
+    assert run["run_dir"].endswith("stage1/gen_cyclegan/bdd/unet_tiny_ratio0p50_s0")
+    assert not (tmp_path / "results").exists()  # a dry run starts nothing
+
+
+def test_run_configs_follow_the_strategy(tmp_path: Path) -> None:
+    runs = {(r.stage, r.strategy, r.dataset, r.model, r.seed): r for r in expand(load_study(_study(tmp_path)))}
+    base = runs[("stage1", "baseline", "bdd", "unet_tiny", 0)].config
+    assert base.data.real_gen_ratio == 1.0 and base.data.generated == [] and base.data.real[0].domains == ["clear_day"]
+    noise = runs[("stage1", "gen_random_noise", "idd", "unet_micro", 3)].config
+    assert noise.data.noise is not None and noise.data.noise.reference == "cyclegan"
+    assert noise.data.generated[0].datasets == ["idd"] and noise.train.seed == 3 and noise.data.seed == 3
+    assert run_dir_name("unet_tiny", 0.125, 2) == "unet_tiny_ratio0p12_s2"
+
+
+@pytest.mark.parametrize(("over", "field"), [
+    ({"stratgies": []}, "stratgies"),
+    ({"ratios": [1.5]}, "ratio 1.5 outside"),
+    ({"stages": {"stage3": {}}}, "stages ['stage3'] do not exist"),
+    ({"strategies": ["gen_stargan"]}, "no generator 'stargan'"),
+    ({"strategies": ["fancy"]}, "expected baseline, gen_<generator>"),
+    ({"batch_size": 1}, "cannot hold both"),
+])
+def test_study_validation_names_the_field(tmp_path: Path, over: dict, field: str) -> None:
+    with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        load_study(_study(tmp_path, **over))
