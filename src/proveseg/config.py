@@ -7,7 +7,7 @@ taken from the current working directory (the examples assume the repository roo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -27,6 +27,7 @@ __all__ = [
 ]
 
 OnInvalid = Literal["error", "skip"]
+M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigError(ValueError):
@@ -204,16 +205,11 @@ class RunConfig(_Strict):
     evaluation: EvalConfig = EvalConfig()
 
 
-def _format_errors(path: Path, exc: ValidationError) -> str:
-    lines = [f"{path}: {exc.error_count()} invalid field(s)"]
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"  {where}: {err['msg']}")
-    return "\n".join(lines)
+def parse_yaml_model(text: str, source: str, model: type[M]) -> M:
+    """Validate YAML text against a pydantic model; ConfigError names ``source`` and every bad field.
 
-
-def parse_run_config(text: str, source: str = "<config>") -> RunConfig:
-    """Validate YAML text (e.g. the copy stored in a checkpoint)."""
+    ``yaml.safe_load`` only: tags such as ``!!python/object`` are rejected, never constructed.
+    """
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -221,27 +217,32 @@ def parse_run_config(text: str, source: str = "<config>") -> RunConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
     try:
-        return RunConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(Path(source), exc)) from None
+        lines = [f"{source}: {exc.error_count()} invalid field(s)"]
+        lines += [f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_yaml_model(path: str | Path, model: type[M]) -> M:
+    """Read a YAML file and validate it (see :func:`parse_yaml_model`)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 (byte {exc.start})") from None
+    return parse_yaml_model(text, str(path), model)
+
+
+def parse_run_config(text: str, source: str = "<config>") -> RunConfig:
+    """Validate run-config YAML text (e.g. the copy stored in a checkpoint)."""
+    return parse_yaml_model(text, source, RunConfig)
 
 
 def load_run_config(path: str | Path) -> RunConfig:
     """Read and validate a run config; raises ConfigError naming the file and fields."""
-    path = Path(path)
-    try:
-        with path.open(encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    try:
-        return RunConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_format_errors(path, exc)) from None
+    return load_yaml_model(path, RunConfig)
 
 
 def dump_config(config: BaseModel) -> str:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from proveseg.config import ConfigError, EvalConfig, TrainConfig, TransformConfig
+from proveseg.config import EvalConfig, TrainConfig, TransformConfig, load_yaml_model
 
 __all__ = ["STAGES", "DatasetSpec", "GeneratorSpec", "SlurmSpec", "StudyConfig", "load_study"]
 
@@ -113,18 +112,4 @@ class StudyConfig(_Strict):
 
 def load_study(path: str | Path) -> StudyConfig:
     """Read and validate a study YAML; errors name the file and every bad field."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: study file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    try:
-        return StudyConfig.model_validate(data)
-    except ValidationError as exc:
-        lines = [f"{path}: {exc.error_count()} invalid field(s)"]
-        lines += [f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError("\n".join(lines)) from None
+    return load_yaml_model(path, StudyConfig)
