@@ -21,7 +21,8 @@ from proveseg.data.records import KINDS, RecordTable
 from proveseg.data.sampler import PlanBatchSampler
 from proveseg.data.transforms import TransformSpec
 
-__all__ = ["MemberInfo", "TrainingData", "build_training_data", "manifest_failure"]
+__all__ = ["LabelPreflightError", "MemberInfo", "TrainingData", "build_training_data", "manifest_failure",
+           "preflight_labels"]
 
 NOISE_SOURCE = "random_noise"
 
@@ -97,6 +98,33 @@ def manifest_failure(report: ManifestReport) -> str:
             "Fix them or set on_invalid: skip (skips are counted in composition.json)")
 
 
+class LabelPreflightError(ValueError):
+    """Label files that would train the wrong thing (or crash a CUDA kernel), found before training."""
+
+
+def preflight_labels(records: RecordTable, class_set: ClassSet, per_source: int = 8) -> None:
+    """Decode a few labels of every source, evenly spread, before any training step.
+
+    Values outside the class set raise (naming the file) instead of surfacing later as a CUDA
+    device-side assert; a binary class set whose masks hold only 0 and 255 is refused, since 255 is
+    the ignore value and the foreground would silently never be learned.
+    """
+    from proveseg.data.decode import decode_label
+
+    for source in sorted(set(records.source.tolist())):
+        rows = np.flatnonzero((records.source == source) & (records.label != ""))
+        if not len(rows):
+            continue
+        values: set[int] = set()
+        for i in rows[np.linspace(0, len(rows) - 1, min(per_source, len(rows))).round().astype(np.int64)]:
+            path = str(records.label[i])
+            values |= set(np.unique(decode_label(path, class_set)).tolist())  # raises on values outside
+        if class_set.num_classes <= 2 and values <= {0, 255} and 255 in values:
+            raise LabelPreflightError(
+                f"source {source!r}: labels such as {records.label[rows[0]]} hold only 0 and 255, but 255 is the "
+                f"ignore value and {class_set.name} has {class_set.num_classes} classes: map the foreground to 1")
+
+
 def build_training_data(cfg: DataConfig, world_size: int = 1) -> TrainingData:
     """Read every source, validate manifests, and build the plan and dataset."""
     class_set = resolve_class_set(cfg.class_set)
@@ -147,6 +175,7 @@ def build_training_data(cfg: DataConfig, world_size: int = 1) -> TrainingData:
         groups.append(Group("noise" if cfg.noise is not None else "generated", other_share, tuple(gen_members)))
     spec = BatchPlanSpec(tuple(groups), cfg.batch_size, cfg.seed, world_size)
     records = RecordTable.concat(tables)
+    preflight_labels(records, class_set)
     t = cfg.transforms
     transform = TransformSpec(resize=t.resize, scale=t.scale, crop=t.crop, hflip=t.hflip, jitter=t.jitter)
     dataset = SegmentationDataset(records, class_set, transform, cfg.seed)
