@@ -397,6 +397,36 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from proveseg.data.classes import CITYSCAPES19
+    from proveseg.train.diagnose import diagnose, read_log
+
+    findings = diagnose(read_log(args.run_dir), args.metric, list(CITYSCAPES19.names))
+    if args.json:
+        print(json.dumps([f.__dict__ for f in findings], indent=2, sort_keys=True))
+        return 0
+    console = _console()
+    for f in findings:
+        colour = "yellow" if f.severity == "warning" else "green"
+        console.print(f"[{colour}]{f.severity.upper():7s}[/{colour}] {f.name}: {f.message}", highlight=False)
+        if f.numbers:
+            console.print("         " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                 for k, v in f.numbers.items()), highlight=False)
+        if f.suggestion:
+            console.print(f"         suggestion: {f.suggestion}", highlight=False)
+    return 0
+
+
+def cmd_curves(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from proveseg.train.diagnose import plot_curves
+
+    out = plot_curves([Path(r) for r in args.run_dirs], Path(args.out), args.metric)
+    _console().print(f"wrote {out}", highlight=False)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``proveseg`` argument parser; every command has a one-line help."""
     parser = argparse.ArgumentParser(prog="proveseg", description="Prove whether extra training data helps "
@@ -449,6 +479,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoints/last.pt")
     p.add_argument("--output-dir", default=None, help="override the config's output_dir")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("diagnose", help="training diagnostics from a run's log.jsonl (peak, decline, ST health)")
+    p.add_argument("run_dir")
+    p.add_argument("--metric", default="mIoU")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_diagnose)
+
+    p = sub.add_parser("curves", help="validation and loss curves of one or more runs into a PNG")
+    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--out", default="curves.png")
+    p.add_argument("--metric", default="mIoU")
+    p.set_defaults(func=cmd_curves)
 
     p = sub.add_parser("evaluate", help="evaluate a run dir or checkpoint: metrics.json, confusion.npz, tables")
     p.add_argument("target", help="run directory or checkpoint file")

@@ -54,6 +54,8 @@ class RealSourceConfig(_Strict):
     label_ext: str = ".png"  # folder
     domain: str | None = None  # folder / csv: fixed domain instead of a path component or column
     domain_level: int = Field(0, ge=0)  # folder: path component below images/ naming the domain
+    take: tuple[float, float] | None = None  # keep this slice [start, end) of a seeded shuffle of the entries
+    take_seed: int = 0  # the shuffle behind ``take`` (same seed + disjoint slices = disjoint subsets)
 
     def reader_options(self) -> dict[str, Any]:
         """The options this source's reader takes."""
@@ -102,6 +104,8 @@ class DataConfig(_Strict):
     real: list[RealSourceConfig] = Field(default_factory=list)
     generated: list[GeneratedSourceConfig] = Field(default_factory=list)
     noise: NoiseConfig | None = None
+    unlabeled: list[RealSourceConfig] = Field(default_factory=list)  # labels ignored (group "unlabeled")
+    unlabeled_share: float = Field(0.0, ge=0, lt=1)  # share of every batch taken from ``unlabeled``
     real_gen_ratio: float = Field(1.0, ge=0, le=1)
     batch_size: int = Field(8, ge=1)
     seed: int = 0
@@ -172,6 +176,21 @@ class EMAConfig(_Strict):
     decay: float = Field(0.999, gt=0, lt=1)
 
 
+class SelfTrainConfig(_Strict):
+    """FixMatch/UniMatch-style self-training: an EMA teacher labels weak views, the student learns
+    the confident pixels on strong views (photometric jitter + CutMix)."""
+
+    teacher_decay: float = Field(0.99, gt=0, lt=1)
+    threshold: float | dict[int, float] | Literal["adaptive"] = 0.9  # global, class-wise, or adaptive
+    adaptive_quantile: float = Field(0.5, gt=0, lt=1)  # adaptive: per-class quantile of teacher confidence
+    adaptive_floor: float = Field(0.5, ge=0, lt=1)  # adaptive thresholds never go below this
+    adaptive_momentum: float = Field(0.9, ge=0, lt=1)
+    st_weight: float = Field(1.0, ge=0)
+    st_warmup_iters: int = Field(0, ge=0)  # st_weight ramps linearly from 0
+    strong_jitter: float = Field(0.4, ge=0, le=1)
+    cutmix: bool = True
+
+
 class TrainConfig(_Strict):
     max_iters: int = Field(1000, ge=1)
     eval_interval: int = Field(200, ge=1)
@@ -185,6 +204,7 @@ class TrainConfig(_Strict):
     best_metric: Literal["mIoU", "domain_mean_mIoU", "aAcc"] = "mIoU"
     early_stopping: EarlyStoppingConfig | None = None
     ema: EMAConfig | None = None
+    selftrain: SelfTrainConfig | None = None  # needs data.unlabeled and data.unlabeled_share > 0
     amp: Literal["none", "bf16", "fp16"] = "none"  # CUDA only
     channels_last: bool = False  # CUDA only
     compile: bool = False
@@ -195,6 +215,14 @@ class TrainConfig(_Strict):
 
 class RunConfig(_Strict):
     """One training run: data, model, schedule, evaluation, and where it writes."""
+
+    @model_validator(mode="after")
+    def _selftrain_needs_unlabeled(self) -> RunConfig:
+        if self.train.selftrain is not None and (not self.data.unlabeled or self.data.unlabeled_share <= 0):
+            raise ValueError("train.selftrain needs data.unlabeled sources and data.unlabeled_share > 0")
+        if self.train.selftrain is None and self.data.unlabeled_share > 0:
+            raise ValueError("data.unlabeled_share > 0 needs train.selftrain (unlabeled images have no loss otherwise)")
+        return self
 
     name: str = "run"
     strategy: str = "custom"

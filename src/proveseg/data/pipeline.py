@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch.utils.data import DataLoader, default_collate
 
-from proveseg.config import DataConfig
+from proveseg.config import DataConfig, RealSourceConfig
 from proveseg.data.classes import ClassSet, resolve_class_set
 from proveseg.data.dataset import SegmentationDataset
 from proveseg.data.manifest import ManifestError, ManifestReport, validate_manifest
@@ -140,17 +140,23 @@ def build_training_data(cfg: DataConfig, world_size: int = 1) -> TrainingData:
         hashes[f"{group}/{name}"] = table.sha256()
         return Member(name, len(table), repeat)
 
-    real_members = []
-    for src in cfg.real:
+    def read(src: RealSourceConfig) -> RecordTable:
         result = read_dataset(src.reader, src.root, src.name, src.on_invalid, **src.reader_options())
         table = result.records
         if src.domains is not None:
             table = table.take(np.isin(table.domain, src.domains))
+        if src.take is not None:
+            order = np.random.default_rng([src.take_seed, 0x7A4E]).permutation(len(table))
+            lo, hi = (round(f * len(table)) for f in src.take)
+            table = table.take(np.sort(order[lo:hi]))
         if result.skipped:
             skipped[src.name] = dict(result.skipped)
-        real_members.append(add("real", src.name, table, src.repeat))
-    groups = [Group("real", cfg.real_gen_ratio, tuple(real_members))]
-    other_share = 1.0 - cfg.real_gen_ratio
+        return table
+
+    labeled_share = 1.0 - cfg.unlabeled_share
+    real_members = [add("real", src.name, read(src), src.repeat) for src in cfg.real]
+    groups = [Group("real", labeled_share * cfg.real_gen_ratio, tuple(real_members))]
+    other_share = labeled_share * (1.0 - cfg.real_gen_ratio)
     used = [g for g in cfg.generated if cfg.noise is None or g.name == cfg.noise.reference]
     if other_share > 0 or cfg.noise is not None:
         gen_members = []
@@ -173,6 +179,15 @@ def build_training_data(cfg: DataConfig, world_size: int = 1) -> TrainingData:
             else:
                 gen_members.append(add("generated", gen.name, table, gen.repeat))
         groups.append(Group("noise" if cfg.noise is not None else "generated", other_share, tuple(gen_members)))
+    if cfg.unlabeled_share > 0 or cfg.unlabeled:
+        unlabeled_members = []
+        for src in cfg.unlabeled:
+            src_table = read(src)
+            unlabeled = RecordTable.from_columns({
+                "image": src_table.image, "label": "", "dataset": src_table.dataset, "domain": src_table.domain,
+                "kind": "unlabeled", "source": src.name, "origin": ""}, n=len(src_table))
+            unlabeled_members.append(add("unlabeled", src.name, unlabeled, src.repeat))
+        groups.append(Group("unlabeled", cfg.unlabeled_share, tuple(unlabeled_members)))
     spec = BatchPlanSpec(tuple(groups), cfg.batch_size, cfg.seed, world_size)
     records = RecordTable.concat(tables)
     preflight_labels(records, class_set)

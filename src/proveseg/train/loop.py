@@ -33,6 +33,7 @@ from proveseg.models import build_model
 from proveseg.rundir import RunDir, code_version
 from proveseg.train.losses import SegmentationLoss
 from proveseg.train.schedule import make_scheduler
+from proveseg.train.selftrain import SelfTrainer
 from proveseg.train.state import audit_state, restore_audit, restore_rng, rng_state
 
 __all__ = ["Preempted", "ResumeRefused", "TrainResult", "train"]
@@ -172,6 +173,7 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, stop_after: int | None, pr
     scaler = torch.amp.GradScaler("cuda") if (tc.amp == "fp16" and cuda) else None
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema.decay), use_buffers=True) if tc.ema else None
     loss_fn = SegmentationLoss(tc.loss)
+    st = SelfTrainer(tc.selftrain, model, data.class_set.num_classes, tc.seed) if tc.selftrain else None
     audit = ConsumptionAudit(len(data.records))
     state = _Progress()
     start = 0
@@ -187,6 +189,8 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, stop_after: int | None, pr
             scaler.load_state_dict(ckpt["scaler"])
         if ema is not None:
             ema.load_state_dict(ckpt["ema"])
+        if st is not None:
+            st.load_state_dict(ckpt["selftrain"])
         restore_rng(ckpt["rng"])
         restore_audit(audit, ckpt["audit"])
         state = _Progress(**{**ckpt["progress"], "stop": False})
@@ -211,7 +215,8 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, stop_after: int | None, pr
         save_checkpoint(run.last, {
             "model": meta, "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else {},
-            "ema": ema.state_dict() if ema is not None else {}, "iteration": iteration, "rng": rng_state(),
+            "ema": ema.state_dict() if ema is not None else {},
+            "selftrain": st.state_dict() if st is not None else {}, "iteration": iteration, "rng": rng_state(),
             "audit": audit_state(audit), "progress": state.__dict__.copy(), "fingerprint": fingerprint,
             "config": dump_config(cfg)})
 
@@ -236,8 +241,9 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, stop_after: int | None, pr
                 train_model.train()
                 optimizer.zero_grad(set_to_none=True)
                 parts: dict[str, float] = {}
-                total_loss = 0.0
-                for _ in range(accum):
+                extras: dict[str, Any] = {}
+                total_loss, correct, labeled_px = 0.0, 0, 0
+                for micro in range(accum):
                     batch = next(batches)
                     audit.update(batch)
                     ids = batch["index"].numpy().astype(np.int64)
@@ -246,8 +252,26 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, stop_after: int | None, pr
                     if tc.channels_last and cuda:
                         images = images.contiguous(memory_format=torch.channels_last)
                     masks = batch["mask"].to(device, non_blocking=True)
+                    is_unlabeled = torch.tensor([k == "unlabeled" for k in batch["kind"]], device=device)
+                    n_labeled = int((~is_unlabeled).sum())
+                    if st is not None and bool(is_unlabeled.any()):
+                        strong, target, extras = st.prepare(images[is_unlabeled], iteration * accum + micro)
+                        probe = st.probe(images[~is_unlabeled], masks[~is_unlabeled]) if n_labeled else None
+                        extras["teacher_probe_acc"] = probe
+                        images = torch.cat([images[~is_unlabeled], strong])
+                        masks = masks[~is_unlabeled]
                     with autocast:
-                        loss, loss_parts = loss_fn(train_model(images), masks)
+                        logits = train_model(images)
+                        loss, loss_parts = loss_fn(logits[:n_labeled], masks)
+                        if st is not None and extras:
+                            unsup = st.loss(logits[n_labeled:], target)
+                            weight = st.weight(iteration)
+                            loss = loss + weight * unsup
+                            loss_parts = {**loss_parts, "st": float(unsup.detach()), "st_weight": weight}
+                    with torch.no_grad():
+                        valid = masks != 255
+                        correct += int((logits[:n_labeled].argmax(1)[valid] == masks[valid]).sum())
+                        labeled_px += int(valid.sum())
                     (scaler.scale(loss / accum) if scaler else loss / accum).backward()
                     total_loss += float(loss.detach()) / accum
                     parts = {k: parts.get(k, 0.0) + v / accum for k, v in loss_parts.items()}
@@ -263,13 +287,17 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, stop_after: int | None, pr
                 scheduler.step()
                 if ema is not None:
                     ema.update_parameters(model)
+                if st is not None:
+                    st.update(model)
                 iteration += 1
                 if writer and (iteration % tc.log_interval == 0 or iteration == tc.max_iters):
                     now = time.perf_counter()
                     rate = tc.log_interval / max(now - tick, 1e-9)
                     tick = now
                     lr = optimizer.param_groups[0]["lr"]
-                    run.log({"iteration": iteration, "loss": total_loss, **parts, "lr": lr, "it_s": rate})
+                    train_acc = correct / labeled_px if labeled_px else None
+                    run.log({"iteration": iteration, "loss": total_loss, **parts, "lr": lr, "it_s": rate,
+                             "train_acc": train_acc, **extras})
                     bar.update(task, completed=iteration, info=f"loss {total_loss:.3f} lr {lr:.2e} {rate:.2f} it/s")
                 if val_records is not None and (iteration % tc.eval_interval == 0 or iteration == tc.max_iters):
                     stopped_early = _validate(cfg, run, model, ema, val_records, data, device, rank, world, iteration,
