@@ -62,3 +62,18 @@ def test_run_configs_follow_the_strategy(tmp_path: Path) -> None:
 def test_study_validation_names_the_field(tmp_path: Path, over: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]")):
         load_study(_study(tmp_path, **over))
+
+
+def test_stage2_top_k_keeps_the_best_stage1_strategies(tmp_path: Path) -> None:
+    from tests.study.test_leaderboard import fake_run
+
+    path = _study(tmp_path, datasets={"synthetic": {"train": {"root": "d/train"}, "test": {"root": "d/test"}}},
+                  generators={g: {"manifest": "m.csv"} for g in ("a", "b", "c")}, noise_reference="a",
+                  strategies=["baseline", "gen_a", "gen_b", "gen_c"], models=["unet_micro"], seeds=[0],
+                  stages={"stage1": {}, "stage2": {"top_k": 2}})
+    study = load_study(path)
+    with pytest.raises(ValueError, match="needs proven stage1 runs"):
+        expand(study, ["stage2"])
+    for name, error in (("baseline", 0.3), ("gen_a", 0.35), ("gen_b", 0.1), ("gen_c", 0.2)):
+        fake_run(tmp_path / "results", "stage1", name, 0, error)
+    assert sorted(r.strategy for r in expand(study, ["stage2"])) == ["baseline", "gen_b", "gen_c"]

@@ -119,18 +119,32 @@ def _stage_runs(study: StudyConfig, stage: str) -> list[tuple[str, float]]:
     return out
 
 
+def stage2_strategies(study: StudyConfig) -> list[str] | None:
+    """stage2 with ``top_k``: the K best strategies of the stage-1 leaderboard, plus the baseline."""
+    spec = study.stages.get("stage2")
+    if spec is None or spec.top_k is None:
+        return None
+    from proveseg.study.leaderboard import build_leaderboard
+
+    rows = build_leaderboard(study.results_root, "stage1", n_boot=10)["rows"]
+    ranked = [r["strategy"] for r in rows if r["strategy"] != "baseline"]
+    if not ranked:
+        raise ValueError(f"stage2 top_k={spec.top_k} needs proven stage1 runs under {study.results_root}/stage1")
+    return ["baseline", *ranked[: spec.top_k]]
+
+
 def expand(study: StudyConfig, stages: Sequence[str] | None = None, strategies: Sequence[str] | None = None,
-           datasets: Sequence[str] | None = None, models: Sequence[str] | None = None,
-           top_k: dict[str, list[str]] | None = None) -> list[PlannedRun]:
-    """Every run of the selected stages, filtered; ``top_k`` maps a stage to the strategies it keeps."""
+           datasets: Sequence[str] | None = None, models: Sequence[str] | None = None) -> list[PlannedRun]:
+    """Every run of the selected stages, filtered by strategy, dataset and model."""
     runs = []
+    top_k = {"stage2": keep} if "stage2" in (stages or study.stages) and (keep := stage2_strategies(study)) else {}
     for stage in stages or list(study.stages):
         if stage not in study.stages:
             raise KeyError(f"stage {stage!r} is not in the study; valid: {', '.join(study.stages)}")
         for strategy, ratio in _stage_runs(study, stage):
             if strategies and strategy not in strategies:
                 continue
-            if top_k and stage in top_k and strategy not in top_k[stage]:
+            if stage in top_k and strategy not in top_k[stage]:
                 continue
             for dataset in study.datasets:
                 if datasets and dataset not in datasets:
