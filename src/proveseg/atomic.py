@@ -10,6 +10,9 @@ from typing import Any
 
 __all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to a temp file in the same folder, fsync it, then ``os.replace``."""
@@ -18,6 +21,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o666 & ~_UMASK)  # mkstemp's 0600 would hide results from colleagues
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
