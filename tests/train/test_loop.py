@@ -7,8 +7,9 @@ import json
 import pytest
 import torch
 
+from proveseg import __version__
 from proveseg.checkpoint import load_checkpoint
-from proveseg.config import RunConfig
+from proveseg.config import RunConfig, load_run_config
 from proveseg.data.plan import PlanError
 from proveseg.rundir import RunDir
 from proveseg.train.loop import Preempted, ResumeRefused, train
@@ -31,8 +32,9 @@ def test_half_ratio_run_consumed_exactly_half_generated_and_wrote_the_run_dir(co
     metrics = json.loads((cfg.output_dir / "metrics.json").read_text())
     assert metrics["n_images"] == 2 and metrics["strategy"] == "gen_faithful"
     assert (cfg.output_dir / "confusion.npz").exists() and run.best.exists() and run.last.exists()
-    assert "# git_commit" in (cfg.output_dir / "run.yaml").read_text() or "proveseg" in (
-        cfg.output_dir / "run.yaml").read_text()
+    run_yaml = (cfg.output_dir / "run.yaml").read_text()
+    assert f"# proveseg: {__version__}\n" in run_yaml  # the code version, always
+    assert load_run_config(cfg.output_dir / "run.yaml") == cfg  # the fully resolved config, loadable as is
     lines = [json.loads(x) for x in (cfg.output_dir / "log.jsonl").read_text().splitlines()]
     assert [x["iteration"] for x in lines if "loss" in x] == [1, 2, 3, 4, 5, 6]
     assert [x["iteration"] for x in lines if "eval" in x] == [3, 6]
