@@ -16,6 +16,7 @@ from rich.table import Table
 
 from proveseg import __version__
 from proveseg.data.records import RecordTable
+from proveseg.study.formatting import pct
 
 DEFAULT_DATA = "data/synthetic"
 PREEMPTED_EXIT = 3  # training stopped on SIGTERM/SIGUSR2 with last.pt saved: resume with --resume
@@ -180,29 +181,25 @@ def cmd_export_samples(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pct(value: object) -> str:
-    return "-" if value is None else f"{100 * float(value):.2f}"  # type: ignore[arg-type]
-
-
 def metrics_tables(metrics: dict, title: str) -> list[Table]:
     """Overall, per-domain and per-class tables of a ``metrics.json`` (percent, two decimals)."""
     overall = Table(title=title)
     for col in ("mIoU", "95% CI", "aAcc", "mAcc", "domain mean", "images"):
         overall.add_column(col, justify="right")
     lo, hi = metrics["ci95"]
-    overall.add_row(_pct(metrics["mIoU"]), f"[{_pct(lo)}, {_pct(hi)}]", _pct(metrics["aAcc"]), _pct(metrics["mAcc"]),
-                    _pct(metrics["domain_mean_mIoU"]), str(metrics["n_images"]))
+    overall.add_row(pct(metrics["mIoU"]), f"[{pct(lo)}, {pct(hi)}]", pct(metrics["aAcc"]), pct(metrics["mAcc"]),
+                    pct(metrics["domain_mean_mIoU"]), str(metrics["n_images"]))
     domains = Table(title="per domain")
     for col in ("domain", "mIoU", "aAcc", "images"):
         domains.add_column(col, justify="left" if col == "domain" else "right")
     for name, d in metrics["per_domain"].items():
-        domains.add_row(name, _pct(d["mIoU"]), _pct(d["aAcc"]), str(d["n_images"]))
+        domains.add_row(name, pct(d["mIoU"]), pct(d["aAcc"]), str(d["n_images"]))
     classes = Table(title="per class (IoU; - = class absent from labels and predictions)")
     classes.add_column("class")
     classes.add_column("IoU", justify="right")
     classes.add_column("acc", justify="right")
     for name, v in metrics["per_class"].items():
-        classes.add_row(name, _pct(v), _pct(metrics["per_class_acc"][name]))
+        classes.add_row(name, pct(v), pct(metrics["per_class_acc"][name]))
     return [overall, domains, classes]
 
 
@@ -274,10 +271,10 @@ def cmd_consistency(args: argparse.Namespace) -> int:
         table.add_column(col, justify="left" if col in ("generator", "target") else "right")
     for gen, per in report.items():
         for dom, r in per.items():
-            table.add_row(gen, dom, str(r["images"]), _pct(r["semantic_mIoU"]), _pct(r["original_mIoU"]),
-                          _pct(r["agreement_pixel"]), _pct(r["agreement_mIoU"]),
-                          *(_pct(r[f"layout_semantic_{b}_mIoU"]) for b in BLOCKS),
-                          *(_pct(r[f"layout_agreement_{b}_pixel"]) for b in BLOCKS))
+            table.add_row(gen, dom, str(r["images"]), pct(r["semantic_mIoU"]), pct(r["original_mIoU"]),
+                          pct(r["agreement_pixel"]), pct(r["agreement_mIoU"]),
+                          *(pct(r[f"layout_semantic_{b}_mIoU"]) for b in BLOCKS),
+                          *(pct(r[f"layout_agreement_{b}_pixel"]) for b in BLOCKS))
     _console().print(table)
     return 0
 

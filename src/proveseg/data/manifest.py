@@ -77,6 +77,14 @@ class ManifestReport:
     def n_invalid(self) -> int:
         return len(self.rejected_rows)
 
+    def rejected_by_reason(self) -> dict[str, int]:
+        """Rejected rows per reason, over every dataset."""
+        out: dict[str, int] = {}
+        for rep in self.datasets.values():
+            for reason, n in rep.rejected.items():
+                out[reason] = out.get(reason, 0) + n
+        return dict(sorted(out.items()))
+
     def as_dict(self) -> dict[str, object]:
         return {"manifest": self.path, "generator": self.generator,
                 "datasets": {k: v.as_dict() for k, v in sorted(self.datasets.items())}}

@@ -89,9 +89,7 @@ class TrainingData:
 
 def manifest_failure(report: ManifestReport) -> str:
     """One message naming the manifest, counts by reason and the first rejected rows."""
-    reasons: dict[str, int] = {}
-    for _, reason, _ in report.rejected_rows:
-        reasons[reason] = reasons.get(reason, 0) + 1
+    reasons = report.rejected_by_reason()
     first = "; ".join(f"row {row}: {reason} ({detail})" for row, reason, detail in report.rejected_rows[:3])
     summary = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items()))
     return (f"{report.path}: {report.n_invalid} invalid row(s) [{summary}]; {first}. "
@@ -168,8 +166,7 @@ def build_training_data(cfg: DataConfig, world_size: int = 1) -> TrainingData:
             if report.n_invalid:
                 if gen.on_invalid == "error":
                     raise ManifestError(manifest_failure(report))
-                skipped[gen.name] = {r: sum(1 for x in report.rejected_rows if x[1] == r)
-                                     for r in sorted({x[1] for x in report.rejected_rows})}
+                skipped[gen.name] = report.rejected_by_reason()
             table = report.records
             if cfg.noise is not None:
                 table = RecordTable.from_columns({

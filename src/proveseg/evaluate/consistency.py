@@ -57,11 +57,15 @@ def consistency_report(model: nn.Module, records: RecordTable, class_set: ClassS
     acc: dict[tuple[str, str], dict[str, np.ndarray]] = defaultdict(
         lambda: defaultdict(lambda: np.zeros((c, c), np.int64)))
     counts: dict[tuple[str, str], int] = defaultdict(int)
+    originals: dict[str, np.ndarray] = {}  # an original is shared by every target domain made from it
     for i in range(len(records)):
         key = (str(records.source[i]), str(records.domain[i]))
         label = decode_label(str(records.label[i]), class_set)
         pred_gen = _predict(model, str(records.image[i]), spec, c, device)
-        pred_orig = _predict(model, str(records.origin[i]), spec, c, device)
+        origin = str(records.origin[i])
+        if origin not in originals:
+            originals[origin] = _predict(model, origin, spec, c, device)
+        pred_orig = originals[origin]
         a = acc[key]
         a["semantic"] += confusion_matrix(label, pred_gen, c)
         a["original"] += confusion_matrix(label, pred_orig, c)

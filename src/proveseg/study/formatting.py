@@ -8,10 +8,12 @@ from typing import Any
 
 from rich.table import Table
 
-__all__ = ["leaderboard_csv", "leaderboard_markdown", "leaderboard_table"]
+__all__ = ["leaderboard_cells", "leaderboard_csv", "leaderboard_header", "leaderboard_markdown", "leaderboard_table",
+           "pct"]
 
 
-def _pct(v: float | None) -> str:
+def pct(v: float | None) -> str:
+    """A fraction as percent with two decimals; ``-`` for missing."""
     return "-" if v is None else f"{100 * v:.2f}"
 
 
@@ -26,28 +28,29 @@ def _domains(doc: dict[str, Any]) -> list[str]:
     return sorted({d for r in doc["rows"] for d in r["per_domain"]})
 
 
-def _cells(doc: dict[str, Any], row: dict[str, Any]) -> list[str]:
-    return [str(row["rank"]), row["strategy"], row["type"], _pct(row["mIoU"]), _gain(row),
-            _pct(row["adverse_mIoU"]), *(_pct(row["per_domain"].get(d)) for d in _domains(doc)), str(row["n_runs"])]
+def leaderboard_cells(doc: dict[str, Any], row: dict[str, Any]) -> list[str]:
+    """One leaderboard row as display strings (every output format uses these)."""
+    return [str(row["rank"]), row["strategy"], row["type"], pct(row["mIoU"]), _gain(row),
+            pct(row["adverse_mIoU"]), *(pct(row["per_domain"].get(d)) for d in _domains(doc)), str(row["n_runs"])]
 
 
-def _header(doc: dict[str, Any]) -> list[str]:
+def leaderboard_header(doc: dict[str, Any]) -> list[str]:
     return ["rank", "strategy", "type", "mIoU", "gain vs baseline [95% CI]", "adverse", *_domains(doc), "runs"]
 
 
 def leaderboard_table(doc: dict[str, Any], title: str) -> Table:
     table = Table(title=title, caption="mIoU in %, gains in points; adverse = mean over domains other than clear_day")
-    for i, col in enumerate(_header(doc)):
+    for i, col in enumerate(leaderboard_header(doc)):
         table.add_column(col, justify="left" if i in (1, 2) else "right", no_wrap=True)
     for row in doc["rows"]:
-        table.add_row(*_cells(doc, row))
+        table.add_row(*leaderboard_cells(doc, row))
     return table
 
 
 def leaderboard_markdown(doc: dict[str, Any]) -> str:
-    header = _header(doc)
+    header = leaderboard_header(doc)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cells(doc, row)) + " |" for row in doc["rows"]]
+    lines += ["| " + " | ".join(leaderboard_cells(doc, row)) + " |" for row in doc["rows"]]
     for item in doc["invalid"]:
         lines.append(f"\nINVALID `{item['run_dir']}`: {item['reason']}")
     for warning in doc["warnings"]:

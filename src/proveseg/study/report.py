@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from proveseg.atomic import atomic_write_text
+from proveseg.study.formatting import leaderboard_cells, leaderboard_header, pct
 from proveseg.study.leaderboard import build_leaderboard, collect_runs
 
 __all__ = ["write_report"]
@@ -38,20 +39,8 @@ def _table(header: list[str], rows: list[list[str]], table_id: str = "") -> str:
     return f'<table id="{table_id}"><tr>{head}</tr>{body}</table>'
 
 
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.2f}"
-
-
 def _leaderboard_html(doc: dict[str, Any]) -> str:
-    domains = sorted({d for r in doc["rows"] for d in r["per_domain"]})
-    rows = []
-    for r in doc["rows"]:
-        gain = "-" if r["gain"] is None else (f"{100 * r['gain']:+.2f} [{100 * r['gain_ci95'][0]:+.2f}, "
-                                               f"{100 * r['gain_ci95'][1]:+.2f}]")
-        rows.append([r["rank"], r["strategy"], r["type"], _pct(r["mIoU"]), gain, _pct(r["adverse_mIoU"]),
-                     *(_pct(r["per_domain"].get(d)) for d in domains), r["n_runs"]])
-    return _table(["rank", "strategy", "type", "mIoU", "gain [95% CI]", "adverse", *domains, "runs"], rows,
-                  "leaderboard")
+    return _table(leaderboard_header(doc), [leaderboard_cells(doc, row) for row in doc["rows"]], "leaderboard")
 
 
 def _gain_heatmap(doc: dict[str, Any]) -> str:
@@ -86,7 +75,7 @@ def _class_table(runs: list[Any]) -> str:
         row = [cls]
         for per in by_strategy.values():
             vals = [p[cls] for p in per if p.get(cls) is not None]
-            row.append(_pct(float(np.mean(vals))) if vals else "-")
+            row.append(pct(float(np.mean(vals))) if vals else "-")
         rows.append(row)
     return _table(["class", *by_strategy], rows, "per-class")
 
