@@ -58,9 +58,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         manifest = _make(Path(tmp))
         base = manifest.parent
-        start = time.perf_counter()
-        report = validate_manifest(manifest, check_files=False)
-        exists_rate = ROWS / (time.perf_counter() - start)
+        rates = []
+        for _ in range(4):  # the first call also pays for pyarrow's kernel set-up; it is reported alone
+            start = time.perf_counter()
+            report = validate_manifest(manifest, check_files=False)
+            rates.append(ROWS / (time.perf_counter() - start))
+            assert report.n_invalid == 0 and report.datasets["bench"].valid == ROWS
+        first_rate, exists_rate = rates[0], float(np.median(rates[1:]))
         assert len(report.records) == ROWS
         start = time.perf_counter()
         report = validate_manifest(manifest, threads=2)
@@ -79,8 +83,9 @@ def main() -> None:
                 _ = a.size == b.size
         pil_headers = 20_000 / (time.perf_counter() - start)
     print(f"manifest validation, {ROWS:,} rows, {os.cpu_count()} cores:")
-    print(f"  existence only:            {exists_rate:9,.0f} rows/s (target >= 300,000); "
-          f"os.path.exists loop {naive_exists:9,.0f} rows/s -> {exists_rate / naive_exists:.1f}x")
+    print(f"  existence only:            {exists_rate:9,.0f} rows/s (target >= 300,000; median of 3, "
+          f"first call {first_rate:,.0f}); os.path.exists loop {naive_exists:9,.0f} rows/s "
+          f"-> {exists_rate / naive_exists:.1f}x")
     print(f"  existence + headers:       {header_rate:9,.0f} rows/s (target >= 20,000); "
           f"Pillow size reads alone {pil_headers:9,.0f} rows/s -> {header_rate / pil_headers:.1f}x")
 

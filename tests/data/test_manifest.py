@@ -3,16 +3,33 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from proveseg.cli import main
 from proveseg.data.classes import CITYSCAPES19
-from proveseg.data.manifest import MANIFEST_COLUMNS, REASONS, ROOT_MARKER, ManifestError, validate_manifest
+from proveseg.data.manifest import (
+    MANIFEST_COLUMNS,
+    REASONS,
+    ROOT_MARKER,
+    ManifestError,
+    _Listings,
+    _read_with_arrow,
+    _read_with_csv_module,
+    _resolve_column,
+    read_manifest_columns,
+    validate_manifest,
+)
 
 
 @pytest.fixture()
@@ -157,3 +174,82 @@ def test_cli_report_and_exit_code(root: Path, capsys: pytest.CaptureFixture[str]
 def test_synthetic_manifests_validate(tiny_benchmark: Path) -> None:
     report = validate_manifest(tiny_benchmark / "generated/faithful/manifest.csv", deep=True, class_set=CITYSCAPES19)
     assert report.n_invalid == 0 and len(report.records) == 4 * 6
+
+
+# The fast reader (pyarrow) and the careful one (csv module) must give the same rows; the resolver,
+# which works per distinct folder, must agree with a plain per-row normpath + exists reference.
+
+field_text = st.text(alphabet=st.sampled_from(list('ab/.,"\n\r é\t')), max_size=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(st.lists(field_text, min_size=6, max_size=6), max_size=6), crlf=st.booleans())
+def test_fast_and_careful_csv_readers_agree(rows: list[list[str]], crlf: bool) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n" if crlf else "\n")
+    writer.writerow(MANIFEST_COLUMNS)
+    writer.writerows(rows)
+    raw = buf.getvalue().encode()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.csv"
+        path.write_bytes(raw)
+        try:
+            careful_numbers, careful = _read_with_csv_module(path, raw)
+        except ManifestError as exc:  # e.g. an unquoted lone CR splits a row: the fast path must refuse it too
+            with pytest.raises(ManifestError, match="fields, header has"):
+                read_manifest_columns(path)
+            assert "fields, header has" in str(exc)
+            return
+        fast = _read_with_arrow(raw)
+        if fast is not None:
+            assert {c: v.to_pylist() for c, v in fast.items()} == careful
+        numbers, columns = read_manifest_columns(path)
+    assert numbers.tolist() == careful_numbers.tolist()
+    assert {c: v.to_pylist() for c, v in columns.items()} == {c: [s.strip() for s in v] for c, v in careful.items()}
+
+
+def test_plain_manifests_take_the_fast_reader_and_blank_lines_keep_row_numbers(root: Path) -> None:
+    path = _write(root, [_row(), _row(generated_path="../gen/nope.jpg")])
+    assert _read_with_arrow(path.read_bytes()) is not None
+    assert [n for n, _, _ in validate_manifest(path).rejected_rows] == [3]
+    text = path.read_text().splitlines()
+    path.write_text("\n".join([text[0], "", text[1], "", "", text[2]]) + "\n")
+    assert [n for n, _, _ in validate_manifest(path).rejected_rows] == [6]
+
+
+names = st.sampled_from(["x.jpg", "y.png", "nope.jpg", "", ".", "..", "sub"])
+folders = st.sampled_from(["", "./", "../", "../a/", "../a/sub/", "../a//", "../b/../a/", "../../", "../../../",
+                           "../missing/", "m2/", "/abs/", "../a/x.jpg/"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.lists(st.tuples(folders, names), min_size=1, max_size=12))
+def test_resolver_agrees_with_a_per_row_reference(tmp_path_factory: pytest.TempPathFactory,
+                                                  values: list[tuple[str, str]]) -> None:
+    data = tmp_path_factory.mktemp("tree")
+    (data / ROOT_MARKER).write_text("")
+    for folder in ("a", "a/sub", "b", "m", "m/m2"):
+        (data / folder).mkdir(parents=True)
+        for name in ("x.jpg", "y.png"):
+            (data / folder / name).write_bytes(b"")
+    base, root = str(data / "m"), os.path.join(str(data), "")
+    paths = [folder + name for folder, name in values]
+    got = _resolve_column(pa.array(paths, pa.string()), base, root, False, _Listings())
+    for value, code, full in zip(paths, got.code.tolist(), got.paths.to_pylist(), strict=True):
+        expected = os.path.normpath(os.path.join(base, value))
+        inside = expected.startswith(root) and not os.path.isabs(value)
+        if code == 0:  # found: a file or (a listed entry) a folder inside the root, at the reference path
+            assert inside and os.path.exists(expected) and full == expected and value.rpartition("/")[2] not in (
+                "", ".", "..")
+        elif code == 3:  # missing: inside the root, nothing there
+            assert inside and not os.path.exists(expected)
+        else:  # absolute (1) or not under the root (2), or a name that is no file ('.', '..', '')
+            assert (code == 1) == os.path.isabs(value)
+            assert code == 1 or not inside or value.rpartition("/")[2] in ("", ".", "..")
+
+
+def test_a_folder_named_like_an_image_is_found_then_unreadable(root: Path) -> None:
+    (root / "gen/dir.jpg").mkdir()
+    path = _write(root, [_row(generated_path="../gen/dir.jpg")])
+    assert _reasons(path, check_files=False) == []
+    assert _reasons(path) == ["unreadable_image"]

@@ -1,23 +1,28 @@
 """Generated-image manifests (../shared/DESIGN.md section 3): load, validate, turn into records.
 
-Validation gives every rejected row a reason. Existence is checked by listing each folder once
-and looking names up in a set (about 3x faster here than an ``exists`` call per file, while a
-thread pool of ``exists`` calls is 14x slower: see DESIGN.md section 8). Image and label headers
-are read in a thread pool by a byte-level parser (size, EXIF orientation, end marker); ``deep``
-also decodes both files fully and checks label values against the class set.
-"""
+Validation gives every rejected row a reason. The columns stay Arrow strings end to end: pyarrow
+parses the CSV, and its hash kernels (unique, index_in) reduce each path column to its distinct
+folders, which are resolved, checked against the root and listed once each in Python; names are
+looked up in the listing as sets (an ``exists`` call per file is ~6x slower, a thread pool of them
+slower still: DESIGN.md section 8). Image and label headers are read in a thread pool by a
+byte-level parser (size, EXIF orientation, end marker); ``deep`` also decodes both files fully and
+checks label values against the class set."""
 
 from __future__ import annotations
 
 import csv
+import io
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
 from proveseg.data.classes import ClassSet
 from proveseg.data.imageheader import HeaderError, ImageHeader, read_header
@@ -62,12 +67,12 @@ class ManifestReport:
     generator: str
     datasets: dict[str, DatasetReport]
     rejected_rows: list[tuple[int, str, str]]  # (row number in the file, reason, detail)
-    _columns: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+    _columns: dict[str, pa.Array] = field(repr=False, default_factory=dict)
 
     @cached_property
     def records(self) -> RecordTable:
         """Records of the valid rows (kind ``generated``), built on first use."""
-        c = self._columns
+        c = {name: column.to_numpy(zero_copy_only=False).astype(_STR) for name, column in self._columns.items()}
         return RecordTable.from_columns({
             "image": c["generated_path"], "label": c["label_path"], "dataset": c["dataset"],
             "domain": c["target_domain"], "kind": "generated", "source": self.generator,
@@ -98,22 +103,63 @@ def find_root(manifest: Path) -> Path:
     return manifest.parent
 
 
-def read_manifest_rows(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Row numbers (the header is row 1) and contract columns of a manifest; structural errors raise."""
+def read_manifest_columns(path: Path) -> tuple[np.ndarray, dict[str, pa.Array]]:
+    """Row numbers (the header is row 1) and contract columns (Arrow strings, whitespace trimmed).
+
+    pyarrow's C++ reader takes the common case, one line per row; a file it refuses, or whose rows
+    span lines or include blank lines, goes through the ``csv`` module, which names the offending
+    row in its errors and counts lines exactly. Both give the same columns (tested).
+    """
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            if header is None:
-                raise ManifestError(f"{path}: empty file, expected a header with {', '.join(MANIFEST_COLUMNS)}")
-            missing = [c for c in MANIFEST_COLUMNS if c not in header]
-            if missing:
-                raise ManifestError(f"{path}: header lacks column(s) {', '.join(missing)}; found {', '.join(header)}")
-            rows, numbers = [], []
-            for row in reader:
-                if row:
-                    rows.append(row)
-                    numbers.append(reader.line_num)
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    columns = _read_with_arrow(raw)
+    if columns is not None:
+        n = len(columns[MANIFEST_COLUMNS[0]])
+        lines = raw.count(b"\n") + (0 if raw.endswith(b"\n") else 1)
+        if lines == n + 1 and raw.count(b"\r") == raw.count(b"\r\n"):  # the csv module counts a lone CR as a line
+            return np.arange(2, n + 2, dtype=np.int64), {c: _trim(v) for c, v in columns.items()}
+    numbers, rows = _read_with_csv_module(path, raw)
+    return numbers, {c: _trim(pa.array(v, pa.string())) for c, v in rows.items()}
+
+
+def _read_with_arrow(raw: bytes) -> dict[str, pa.Array] | None:
+    """Contract columns parsed by pyarrow, or None when the file needs the careful reader."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        return None
+    end = raw.find(b"\n")
+    try:
+        header = next(csv.reader([raw[: end if end >= 0 else len(raw)].decode("utf-8").rstrip("\r")]))
+    except (UnicodeDecodeError, csv.Error, StopIteration):
+        return None
+    if len(set(header)) != len(header) or not set(MANIFEST_COLUMNS) <= set(header):
+        return None
+    try:
+        table = pacsv.read_csv(io.BytesIO(raw), parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                               convert_options=pacsv.ConvertOptions(
+                                   column_types=dict.fromkeys(MANIFEST_COLUMNS, pa.string()),
+                                   include_columns=list(MANIFEST_COLUMNS), strings_can_be_null=False,
+                                   quoted_strings_can_be_null=False))
+    except pa.ArrowException:
+        return None
+    return {c: table.column(c).combine_chunks() for c in MANIFEST_COLUMNS}
+
+
+def _read_with_csv_module(path: Path, raw: bytes) -> tuple[np.ndarray, dict[str, list[str]]]:
+    try:
+        reader = csv.reader(io.StringIO(raw.decode("utf-8"), newline=""))
+        header = next(reader, None)
+        if header is None:
+            raise ManifestError(f"{path}: empty file, expected a header with {', '.join(MANIFEST_COLUMNS)}")
+        missing = [c for c in MANIFEST_COLUMNS if c not in header]
+        if missing:
+            raise ManifestError(f"{path}: header lacks column(s) {', '.join(missing)}; found {', '.join(header)}")
+        rows, numbers = [], []
+        for row in reader:
+            if row:
+                rows.append(row)
+                numbers.append(reader.line_num)
     except UnicodeDecodeError as exc:
         raise ManifestError(f"{path}: not valid UTF-8 (byte {exc.start}: {exc.reason})") from None
     except csv.Error as exc:
@@ -123,47 +169,92 @@ def read_manifest_rows(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     if len(bad):
         raise ManifestError(f"{path}: row {numbers[bad[0]]}: {widths[bad[0]]} fields, header has {len(header)}")
     fields = list(zip(*rows, strict=True)) if rows else [() for _ in header]
-    columns = {}
-    for c in MANIFEST_COLUMNS:
-        col = np.asarray(fields[header.index(c)], dtype=_STR)
-        padded = np.strings.startswith(col, " ") | np.strings.endswith(col, " ")
-        columns[c] = np.strings.strip(col) if padded.any() else col
-    return np.asarray(numbers, np.int64), columns
+    return np.asarray(numbers, np.int64), {c: list(fields[header.index(c)]) for c in MANIFEST_COLUMNS}
 
 
-def _resolve_column(values: np.ndarray, base: str, root: str, allow_absolute: bool,
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Absolute paths, a reason code per row (0 ok, 1 absolute, 2 escapes) and existence.
+def _trim(column: pa.Array) -> pa.Array:
+    trimmed = pc.utf8_trim_whitespace(column)
+    return column if pc.all(pc.equal(trimmed, column)).as_py() in (True, None) else trimmed
 
-    Work is per distinct directory (resolved, checked and listed once), not per row.
+
+@dataclass
+class _Resolved:
+    """One path column resolved: the absolute path per row and a code (see ``_OK`` and below)."""
+
+    paths: pa.Array
+    code: np.ndarray
+
+
+_OK, _ABSOLUTE, _ESCAPES, _MISSING = 0, 1, 2, 3
+
+
+class _Listings:
+    """Each folder's entry names, listed once per validation and shared by the three path columns.
+
+    ``listdir`` builds the names in C; ``scandir`` to keep only regular files cost 40% more of the
+    whole validation here, so an entry of the right name counts as found and the header pass
+    (the default) rejects a folder or a broken link named like an image as unreadable.
+    Listing in threads measured no faster (the work holds the GIL).
     """
-    dirs, seps, names = np.strings.rpartition(values, np.asarray("/", dtype=_STR))
-    keys, inverse = np.unique(np.strings.add(dirs, seps), return_inverse=True)
-    full_dirs, dir_reason, listings = [], np.zeros(len(keys), np.int8), []
-    for k, key in enumerate(keys.tolist()):
+
+    def __init__(self) -> None:
+        self._files: dict[str, frozenset[str]] = {}
+
+    def __getitem__(self, folder: str) -> frozenset[str]:
+        files = self._files.get(folder)
+        if files is None:
+            try:
+                files = frozenset(os.listdir(folder))
+            except OSError:
+                files = frozenset()
+            self._files[folder] = files
+        return files
+
+
+def _resolve_column(values: pa.Array, base: str, root: str, allow_absolute: bool, listings: _Listings,
+                    ) -> _Resolved:
+    """Resolve a path column against ``base`` and check each file against its folder's listing.
+
+    The work is per distinct value (original and label columns repeat each source once per target
+    domain) split into folder and name by Arrow kernels, and per distinct folder in Python;
+    per-row results come back through Arrow's hash lookup of each value among the distinct ones.
+    """
+    distinct = pc.unique(values)
+    parts = pc.split_pattern(distinct, "/", max_splits=1, reverse=True)
+    flat, offsets = parts.flatten(), parts.offsets.to_numpy()
+    names = flat.take(pa.array(offsets[1:] - 1))
+    in_folder = pa.array(np.diff(offsets) == 2)
+    keys = pc.if_else(in_folder, pc.binary_join_element_wise(flat.take(pa.array(offsets[:-1])), "/", ""), "")
+    folders = pc.unique(keys)
+    folder_of = pc.index_in(keys, value_set=folders).to_numpy()
+    folder_code = np.zeros(len(folders), np.int8)
+    prefixes, checks = [], []
+    for k, key in enumerate(folders.to_pylist()):
         absolute = os.path.isabs(key)
-        full = os.path.normpath(key if absolute else os.path.join(base, key or "."))
+        folder = os.path.normpath(key if absolute else os.path.join(base, key or "."))
         if absolute and not allow_absolute:
-            dir_reason[k] = 1
-        elif not absolute and not (full + os.sep).startswith(root):
-            dir_reason[k] = 2
-        full_dirs.append(full)
-        try:
-            listings.append(frozenset(os.listdir(full)) if dir_reason[k] == 0 else None)
-        except OSError:
-            listings.append(frozenset())
-    reason = dir_reason[inverse]
-    special = (names == "") | (names == ".") | (names == "..")
-    reason[special & (reason == 0)] = 2  # a path ending in '..' or '.' is not a file under the root
-    paths = np.strings.add(np.asarray(full_dirs, dtype=_STR)[inverse], np.strings.add(os.sep, names))
-    exists = np.zeros(len(values), bool)
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.searchsorted(inverse[order], np.arange(len(keys) + 1))
-    for k, listing in enumerate(listings):
-        if listing:  # set lookups: np.isin on StringDType is orders of magnitude slower here
-            rows = order[bounds[k]:bounds[k + 1]]
-            exists[rows] = [name in listing for name in names[rows].tolist()]
-    return paths, reason, exists & (reason == 0)
+            folder_code[k] = _ABSOLUTE
+        elif not absolute and not os.path.join(folder, "").startswith(root):
+            folder_code[k] = _ESCAPES
+        else:
+            checks.append((k, folder))
+        prefixes.append(os.path.join(folder, ""))
+    code = folder_code[folder_of]
+    order = np.argsort(folder_of, kind="stable")
+    bounds = np.searchsorted(folder_of[order], np.arange(len(folders) + 1))
+    grouped_names = names.take(pa.array(order)).to_pylist()
+    for k, folder in checks:
+        group = grouped_names[bounds[k]:bounds[k + 1]]
+        missing = set(group).difference(listings[folder])
+        if missing:  # only then is any work done per name
+            for i, name in zip(order[bounds[k]:bounds[k + 1]].tolist(), group, strict=True):
+                if name in missing:
+                    code[i] = _ESCAPES if name in ("", ".", "..") else _MISSING
+    full = pc.binary_join_element_wise(pa.array(prefixes, pa.string()).take(pa.array(folder_of)), names, "")
+    if len(distinct) == len(values):  # unique() keeps first-seen order: the values themselves
+        return _Resolved(full, code)
+    inverse = pc.index_in(values, value_set=distinct)
+    return _Resolved(full.take(inverse), code[inverse.to_numpy()])
 
 
 def _headers(paths: list[str], threads: int) -> list[ImageHeader | str]:
@@ -228,70 +319,113 @@ def validate_manifest(path: str | Path, generator: str | None = None, *, dataset
     path = Path(path).resolve()
     name = generator or path.parent.name
     root_dir = Path(root).resolve() if root is not None else find_root(path)
-    numbers, cols = read_manifest_rows(path)
-    keep = np.ones(len(numbers), bool)
-    if datasets is not None:
-        keep &= np.isin(cols["dataset"], np.asarray(list(datasets), dtype=_STR))
-    if target_domains is not None:
-        keep &= np.isin(cols["target_domain"], np.asarray(list(target_domains), dtype=_STR))
-    numbers = numbers[keep]
-    cols = {c: v[keep] for c, v in cols.items()}
+    numbers, cols = read_manifest_columns(path)
+    keep = None
+    for column, wanted in (("dataset", datasets), ("target_domain", target_domains)):
+        if wanted is not None:
+            hit = pc.is_in(cols[column], value_set=pa.array(list(wanted), pa.string()))
+            keep = hit if keep is None else pc.and_(keep, hit)
+    if keep is not None:
+        rows = np.flatnonzero(keep.to_numpy(zero_copy_only=False))
+        numbers = numbers[rows]
+        cols = {c: v.take(pa.array(rows)) for c, v in cols.items()}
     n = len(numbers)
-    reason = np.full(n, "", dtype=object)
-    detail = np.full(n, "", dtype=object)
-
-    def reject(rows: np.ndarray, why: str, text: np.ndarray | str) -> None:
-        fresh = rows[reason[rows] == ""]
-        reason[fresh] = why
-        detail[fresh] = text if isinstance(text, str) else np.asarray(text, dtype=object)[reason[rows] == why]
-
+    out = _Rejections(n)
     for c in MANIFEST_COLUMNS:
-        empty = np.flatnonzero(cols[c] == "")
-        reject(empty, "empty_field", f"field {c!r} is empty")
-    resolved, exists = {}, {}
+        out.reject(np.flatnonzero(pc.utf8_length(cols[c]).to_numpy() == 0), "empty_field", f"field {c!r} is empty")
+    resolved: dict[str, _Resolved] = {}
+    listings = _Listings()
     root_prefix = os.path.join(str(root_dir), "")
     for c in _PATHS:
-        full, code, exists[c] = _resolve_column(cols[c], str(path.parent), root_prefix, allow_absolute)
-        resolved[c] = full
-        for value, why in ((1, "absolute_path"), (2, "path_escapes_root")):
-            rows = np.flatnonzero(code == value)
-            reject(rows, why, np.asarray([f"{c}={v!r} (root {root_dir})" for v in cols[c][rows].tolist()]))
+        resolved[c] = res = _resolve_column(cols[c], str(path.parent), root_prefix, allow_absolute, listings)
+        for value, why in ((_ABSOLUTE, "absolute_path"), (_ESCAPES, "path_escapes_root")):
+            out.reject(np.flatnonzero(res.code == value), why,
+                       _details(f"{c}=", cols[c], f" (root {root_dir})", quoted=True))
     for c in _PATHS:
-        rows = np.flatnonzero(~exists[c] & (reason == ""))
-        text = np.asarray([f"{c}: {p}" for p in resolved[c][rows].tolist()])
-        reject(rows, f"missing_{c.removesuffix('_path')}", text)
-    found = reason == ""
+        out.reject(np.flatnonzero(resolved[c].code == _MISSING), f"missing_{c.removesuffix('_path')}",
+                   _details(f"{c}: ", resolved[c].paths))
+    found = out.code < 0
     if check_files or deep:
         rows = np.flatnonzero(found)
-        images = resolved["generated_path"][rows].tolist()
-        unique_labels, label_of = np.unique(resolved["label_path"][rows], return_inverse=True)
+        images = _pick(resolved["generated_path"].paths, rows)
+        labels = resolved["label_path"].paths.take(pa.array(rows))
+        unique_labels = pc.unique(labels)
+        label_of = pc.index_in(labels, value_set=unique_labels).to_numpy()
         img_headers = _headers(images, threads)
-        lab_headers = _headers(unique_labels.tolist(), threads)
+        lab_headers = _headers(unique_labels.to_pylist(), threads)
         for i, row in enumerate(rows.tolist()):
             outcome = _compare(img_headers[i], lab_headers[label_of[i]])
             if outcome is not None:
-                reason[row], detail[row] = outcome
+                out.reject(np.asarray([row]), *outcome)
         if deep:
-            rows = np.flatnonzero(reason == "")
-            pairs = list(zip(resolved["generated_path"][rows].tolist(), resolved["label_path"][rows].tolist(),
-                             strict=True))
+            rows = np.flatnonzero(out.code < 0)
+            pairs = list(zip(_pick(resolved["generated_path"].paths, rows),
+                             _pick(resolved["label_path"].paths, rows), strict=True))
             with ThreadPoolExecutor(max(1, threads)) as pool:  # decoding releases the GIL
                 outcomes = list(pool.map(lambda pair: _decode_check(pair[0], pair[1], class_set), pairs))
             for row, outcome in zip(rows.tolist(), outcomes, strict=True):
                 if outcome is not None:
-                    reason[row], detail[row] = outcome
-    valid = reason == ""
-    reports: dict[str, DatasetReport] = {}
-    for ds in np.unique(cols["dataset"]).tolist():
-        in_ds = cols["dataset"] == ds
-        rep = DatasetReport(rows=int(in_ds.sum()), found=int((in_ds & found).sum()), valid=int((in_ds & valid).sum()))
-        for row in np.flatnonzero(in_ds & ~valid).tolist():
-            rep.rejected[reason[row]] = rep.rejected.get(reason[row], 0) + 1
-            if sum(1 for e in rep.examples if e["reason"] == reason[row]) < 3:
-                rep.examples.append({"row": int(numbers[row]), "reason": reason[row], "detail": detail[row]})
-        reports[ds] = rep
-    rejected = [(int(numbers[r]), str(reason[r]), str(detail[r])) for r in np.flatnonzero(~valid).tolist()]
-    v = np.flatnonzero(valid)
-    columns = {**{c: resolved[c][v] for c in _PATHS}, "dataset": cols["dataset"][v],
-               "target_domain": cols["target_domain"][v]}
+                    out.reject(np.asarray([row]), *outcome)
+    valid = out.code < 0
+    reports = _dataset_reports(cols["dataset"], numbers, found, out)
+    bad = np.flatnonzero(~valid)
+    rejected = [(int(numbers[r]), REASONS[out.code[r]], out.detail[r]) for r in bad.tolist()]
+    columns = {**{c: resolved[c].paths for c in _PATHS}, "dataset": cols["dataset"],
+               "target_domain": cols["target_domain"]}
+    if len(bad):
+        keep_rows = pa.array(np.flatnonzero(valid))
+        columns = {c: v.take(keep_rows) for c, v in columns.items()}
     return ManifestReport(str(path), name, reports, rejected, columns)
+
+
+def _pick(column: pa.Array, rows: np.ndarray) -> list[str]:
+    return column.take(pa.array(rows, pa.int64())).to_pylist()
+
+
+def _details(prefix: str, column: pa.Array, suffix: str = "", quoted: bool = False,
+             ) -> Callable[[np.ndarray], list[str]]:
+    """Detail texts, built only for the rejected rows: ``prefix``, the value (``repr`` if quoted), ``suffix``."""
+    def describe(rows: np.ndarray) -> list[str]:
+        return [f"{prefix}{v!r}{suffix}" if quoted else f"{prefix}{v}{suffix}" for v in _pick(column, rows)]
+    return describe
+
+
+class _Rejections:
+    """The first reason each row was rejected for (a code into ``REASONS``, -1 when none) and its detail."""
+
+    def __init__(self, n: int) -> None:
+        self.code = np.full(n, -1, np.int8)
+        self.detail: dict[int, str] = {}
+
+    def reject(self, rows: np.ndarray, why: str, detail: str | Callable[[np.ndarray], list[str]]) -> None:
+        fresh = rows[self.code[rows] < 0]
+        if not len(fresh):
+            return
+        self.code[fresh] = REASONS.index(why)
+        texts = [detail] * len(fresh) if isinstance(detail, str) else detail(fresh)
+        self.detail.update(zip(fresh.tolist(), texts, strict=True))
+
+
+def _dataset_reports(dataset: pa.Array, numbers: np.ndarray, found: np.ndarray,
+                     out: _Rejections) -> dict[str, DatasetReport]:
+    """Per dataset: rows, found, valid, rejected by reason, and up to three example rows per reason."""
+    encoded = pc.dictionary_encode(dataset)
+    names = encoded.dictionary.to_pylist()
+    ds = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    k = len(names)
+    valid = out.code < 0
+    rows, fnd, vld = (np.bincount(ds[m], minlength=k) for m in (slice(None), found, valid))
+    reports = {name: DatasetReport(rows=int(rows[d]), found=int(fnd[d]), valid=int(vld[d]))
+               for d, name in enumerate(names)}
+    bad = np.flatnonzero(~valid)
+    key = ds[bad] * len(REASONS) + out.code[bad]
+    order = np.argsort(key, kind="stable")
+    keys, starts, counts = np.unique(key[order], return_index=True, return_counts=True)
+    examples: list[tuple[int, DatasetReport, str]] = []
+    for group, start, count in zip(keys.tolist(), starts.tolist(), counts.tolist(), strict=True):
+        report, reason = reports[names[group // len(REASONS)]], REASONS[group % len(REASONS)]
+        report.rejected[reason] = count
+        examples.extend((int(r), report, reason) for r in bad[order[start:start + min(count, 3)]])
+    for row, report, reason in sorted(examples, key=lambda e: e[0]):
+        report.examples.append({"row": int(numbers[row]), "reason": reason, "detail": out.detail[row]})
+    return dict(sorted(reports.items()))
