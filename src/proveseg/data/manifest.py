@@ -198,17 +198,17 @@ class _Listings:
     """
 
     def __init__(self) -> None:
-        self._files: dict[str, frozenset[str]] = {}
+        self._entries: dict[str, frozenset[str]] = {}
 
     def __getitem__(self, folder: str) -> frozenset[str]:
-        files = self._files.get(folder)
-        if files is None:
+        entries = self._entries.get(folder)
+        if entries is None:
             try:
-                files = frozenset(os.listdir(folder))
+                entries = frozenset(os.listdir(folder))
             except OSError:
-                files = frozenset()
-            self._files[folder] = files
-        return files
+                entries = frozenset()
+            self._entries[folder] = entries
+        return entries
 
 
 def _resolve_column(values: pa.Array, base: str, root: str, allow_absolute: bool, listings: _Listings,
