@@ -179,13 +179,13 @@ def _trim(column: pa.Array) -> pa.Array:
 
 @dataclass
 class _Resolved:
-    """One path column resolved: the absolute path per row and a code (see ``_OK`` and below)."""
+    """One path column resolved: the absolute path per row and a code: 0 found, or one of the below."""
 
     paths: pa.Array
     code: np.ndarray
 
 
-_OK, _ABSOLUTE, _ESCAPES, _MISSING = 0, 1, 2, 3
+_ABSOLUTE, _ESCAPES, _MISSING = 1, 2, 3
 
 
 class _Listings:
