@@ -94,3 +94,20 @@ def test_two_process_ddp_on_cpu(tiny_benchmark: Path, tmp_path: Path) -> None:
                             env=ENV, capture_output=True, timeout=300)
     assert single.returncode == 0, single.stderr.decode()[-2000:]
     assert json.loads(single.stdout)["mIoU"] == pytest.approx(best["metric"]["mIoU"], abs=1e-12)
+
+
+def test_two_process_ddp_selftrain_on_cpu(tiny_benchmark: Path, tmp_path: Path) -> None:
+    from tests.train.test_selftrain import _selftrain_config
+
+    cfg = _selftrain_config(tiny_benchmark, tmp_path / "st", max_iters=4)
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"batch_size": 8})})
+    path = _write(cfg, tmp_path / "st.yaml")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29518",
+           "-m", "proveseg.cli", "train", str(path)]
+    done = subprocess.run(cmd, env=ENV, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    comp = json.loads((cfg.output_dir / "composition.json").read_text())
+    assert comp["requested"]["world_size"] == 2 and comp["matches_request"]
+    assert comp["consumed"]["per_kind"]["unlabeled"] == 4 * 4  # 2 unlabeled per rank per step, counted over ranks
+    steps = [json.loads(x) for x in (cfg.output_dir / "log.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert len(steps) == 4 and all("st" in s and len(s["thresholds"]) == 19 for s in steps)  # pseudo-label loss ran

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from torch import nn
 
 from proveseg.cli import main
@@ -147,3 +151,42 @@ def test_diagnose_finds_the_peak_the_decline_and_st_health(tmp_path: Path,
     assert "decline_after_peak" in capsys.readouterr().out
     assert main(["curves", str(run), "--out", str(tmp_path / "c.png")]) == 0
     assert (tmp_path / "c.png").stat().st_size > 5000
+
+
+def _rank_data(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank r predicts class r on one image and the shared class 2 on the other, with its own confidences."""
+    conf = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(rank))
+    pseudo = torch.full((2, 8, 8), rank)
+    pseudo[1] = 2
+    return conf, pseudo
+
+
+def _adapt_on_rank(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        st = _trainer("adaptive", adaptive_momentum=0.0, adaptive_floor=0.0)
+        st._adapt(*_rank_data(rank))
+        gathered = [torch.zeros(3) for _ in range(world)]
+        dist.all_gather(gathered, st.thresholds)
+        if rank == 0:
+            torch.save(torch.stack(gathered), out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_adaptive_thresholds_are_the_same_on_every_ddp_rank(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "thresholds.pt"
+    mp.spawn(_adapt_on_rank, args=(2, port, str(out)), nprocs=2, join=True)
+    per_rank = torch.load(out, weights_only=True)
+    assert torch.equal(per_rank[0], per_rank[1])  # a checkpoint (rank 0) holds what every rank used
+    q = {}
+    for rank in (0, 1):
+        conf, pseudo = _rank_data(rank)
+        q[rank] = {c: torch.quantile(conf[pseudo == c], 0.5) for c in torch.unique(pseudo).tolist()}
+    expected = torch.stack([q[0][0], q[1][1], (q[0][2] + q[1][2]) / 2])  # seen by one rank, or averaged
+    assert torch.allclose(per_rank[0], expected)
+    assert not torch.allclose(q[0][2], q[1][2])  # the ranks did see different confidences for class 2

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -57,10 +58,24 @@ class SelfTrainer:
         return pseudo, conf, conf >= self.thresholds[pseudo]
 
     def _adapt(self, conf: torch.Tensor, pseudo: torch.Tensor) -> None:
+        """Move each predicted class's threshold towards the quantile of its confidence.
+
+        Under DDP every rank sees other pixels; the quantiles are averaged over the ranks that
+        predicted the class, so all ranks hold the same thresholds (a checkpoint keeps rank 0's,
+        and a resume must continue what every rank had).
+        """
         m, floor = self.cfg.adaptive_momentum, self.cfg.adaptive_floor
+        quantile = torch.zeros_like(self.thresholds)
+        seen = torch.zeros_like(self.thresholds)
         for c in torch.unique(pseudo).tolist():
-            q = torch.quantile(conf[pseudo == c].float()[:100_000], self.cfg.adaptive_quantile)
-            self.thresholds[c] = m * self.thresholds[c] + (1 - m) * torch.clamp(q, min=floor)
+            quantile[c] = torch.quantile(conf[pseudo == c].float()[:100_000], self.cfg.adaptive_quantile)
+            seen[c] = 1.0
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(quantile)
+            dist.all_reduce(seen)
+            quantile = quantile / seen.clamp(min=1.0)
+        moved = seen > 0
+        self.thresholds[moved] = m * self.thresholds[moved] + (1 - m) * torch.clamp(quantile[moved], min=floor)
 
     def strong_view(self, images: torch.Tensor, target: torch.Tensor, generator: torch.Generator,
                     ) -> tuple[torch.Tensor, torch.Tensor]:
