@@ -72,3 +72,24 @@ def test_consistency_of_an_identity_generator(tiny_benchmark: Path, tmp_path: Pa
     assert report["images"] == 3
     assert report["agreement_pixel"] == 1.0 and report["layout_agreement_8_pixel"] == 1.0
     assert report["semantic_mIoU"] == pytest.approx(report["original_mIoU"])
+
+
+def test_stats_equal_a_direct_per_image_computation(tiny_benchmark: Path) -> None:
+    from proveseg.data.decode import decode_image, decode_label
+    from proveseg.data.manifest import validate_manifest
+    from proveseg.evaluate.imagestats import boundary_band, edge_alignment, generator_stats
+
+    records = validate_manifest(tiny_benchmark / "generated/faithful/manifest.csv").records
+    stats = generator_stats(records)["faithful"]
+    for domain, s in stats.items():
+        rows = [records.row(i) for i in np.flatnonzero(records.domain == domain).tolist()]
+        diffs, gen_align, orig_align = [], [], []
+        for r in rows:  # each original decoded again per row: what the grouped computation must equal
+            gen, orig = decode_image(r["image"]).astype(np.float32), decode_image(r["origin"]).astype(np.float32)
+            band = boundary_band(decode_label(r["label"], None))
+            diffs.append(float(np.abs(gen - orig).mean()))
+            gen_align.append(edge_alignment(gen, band))
+            orig_align.append(edge_alignment(orig, band))
+        assert s["images"] == len(rows)
+        assert s["mean_abs_diff"] == pytest.approx(float(np.mean(diffs)), rel=1e-12)
+        assert s["layout_score"] == pytest.approx(float(np.mean(gen_align) / np.mean(orig_align)), rel=1e-12)

@@ -42,24 +42,38 @@ def edge_alignment(image: np.ndarray, band: np.ndarray, quantile: float = 0.9) -
     return float((strong & band).sum() / max(int(strong.sum()), 1))
 
 
-def _one(row: tuple[str, str, str]) -> tuple[np.ndarray, np.ndarray, float, float, float]:
-    gen_path, orig_path, label_path = row
-    gen = decode_image(gen_path).astype(np.float32)
+_Result = tuple[np.ndarray, np.ndarray, float, float, float]
+
+
+def _per_original(task: tuple[str, str, list[str]]) -> list[_Result]:
+    """Statistics of each generated image made from one original, which is decoded once for all."""
+    orig_path, label_path, generated = task
     orig = decode_image(orig_path).astype(np.float32)
-    if gen.shape != orig.shape:
-        raise ValueError(f"{gen_path}: {gen.shape[1]}x{gen.shape[0]} but its original {orig_path} is "
-                         f"{orig.shape[1]}x{orig.shape[0]}")
     band = boundary_band(decode_label(label_path, None))
-    stats = np.array([gen.mean(axis=(0, 1)), orig.mean(axis=(0, 1))])
-    stds = np.array([gen.std(), orig.std()])
-    return stats, stds, float(np.abs(gen - orig).mean()), edge_alignment(gen, band), edge_alignment(orig, band)
+    orig_mean, orig_std, orig_align = orig.mean(axis=(0, 1)), orig.std(), edge_alignment(orig, band)
+    out = []
+    for gen_path in generated:
+        gen = decode_image(gen_path).astype(np.float32)
+        if gen.shape != orig.shape:
+            raise ValueError(f"{gen_path}: {gen.shape[1]}x{gen.shape[0]} but its original {orig_path} is "
+                             f"{orig.shape[1]}x{orig.shape[0]}")
+        out.append((np.array([gen.mean(axis=(0, 1)), orig_mean]), np.array([gen.std(), orig_std]),
+                    float(np.abs(gen - orig).mean()), edge_alignment(gen, band), orig_align))
+    return out
 
 
 def generator_stats(records: RecordTable, threads: int = 2) -> dict[str, dict[str, dict[str, object]]]:
     """{generator: {target domain: statistics}} over generated ``records`` (kind ``generated``)."""
-    rows = list(zip(records.image.tolist(), records.origin.tolist(), records.label.tolist(), strict=True))
+    rows_of: dict[tuple[str, str], list[int]] = defaultdict(list)  # one task per (original, label)
+    for i, key in enumerate(zip(records.origin.tolist(), records.label.tolist(), strict=True)):
+        rows_of[key].append(i)
+    images = records.image.tolist()
+    tasks = [(orig, label, [images[i] for i in rows]) for (orig, label), rows in rows_of.items()]
     with ThreadPoolExecutor(max(1, threads)) as pool:  # decoding releases the GIL
-        results = list(pool.map(_one, rows))
+        per_task = list(pool.map(_per_original, tasks))
+    results: dict[int, _Result] = {}
+    for rows, task_results in zip(rows_of.values(), per_task, strict=True):
+        results.update(zip(rows, task_results, strict=True))
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
     for i, (src, dom) in enumerate(zip(records.source.tolist(), records.domain.tolist(), strict=True)):
         groups[(src, dom)].append(i)
