@@ -12,6 +12,8 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from proveseg.data.records import SOURCE_DOMAIN
+
 __all__ = [
     "ConfigError",
     "DataConfig",
@@ -63,7 +65,7 @@ class RealSourceConfig(_Strict):
             return {"images": self.images, "labels": self.labels, "label_suffix": self.label_suffix,
                     "label_ext": self.label_ext, "domain": self.domain, "domain_level": self.domain_level}
         if self.reader == "cityscapes":
-            return {"split": self.split, "domain": self.domain or "clear_day"}
+            return {"split": self.split, "domain": self.domain or SOURCE_DOMAIN}
         if self.reader == "acdc":
             return {"split": self.split}
         return {"domain": self.domain}

@@ -77,13 +77,17 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one_loadable(tmp_p
     assert torch.equal(state["blob"][:3], torch.full((3,), float(state["iteration"])))
 
 
-def test_two_process_ddp_on_cpu(tiny_benchmark: Path, tmp_path: Path) -> None:
-    cfg = make_config(tiny_benchmark, tmp_path / "ddp", max_iters=4, eval_interval=2)
-    path = _write(cfg, tmp_path / "ddp.yaml")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-           "-m", "proveseg.cli", "train", str(path)]
+def _torchrun_train(config: Path, port: int) -> None:
+    """``proveseg train`` in two CPU processes (gloo) under torchrun; fails the test on a non-zero exit."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+           "-m", "proveseg.cli", "train", str(config)]
     done = subprocess.run(cmd, env=ENV, capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr.decode()[-3000:]
+
+
+def test_two_process_ddp_on_cpu(tiny_benchmark: Path, tmp_path: Path) -> None:
+    cfg = make_config(tiny_benchmark, tmp_path / "ddp", max_iters=4, eval_interval=2)
+    _torchrun_train(_write(cfg, tmp_path / "ddp.yaml"), port=29517)
     comp = json.loads((cfg.output_dir / "composition.json").read_text())
     assert comp["requested"]["world_size"] == 2
     assert comp["consumed"]["per_batch_distinct"] == [[4, 4, 0, 0]]  # 2 real + 2 generated on each rank
@@ -101,11 +105,7 @@ def test_two_process_ddp_selftrain_on_cpu(tiny_benchmark: Path, tmp_path: Path) 
 
     cfg = _selftrain_config(tiny_benchmark, tmp_path / "st", max_iters=4)
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"batch_size": 8})})
-    path = _write(cfg, tmp_path / "st.yaml")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29518",
-           "-m", "proveseg.cli", "train", str(path)]
-    done = subprocess.run(cmd, env=ENV, capture_output=True, timeout=300)
-    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    _torchrun_train(_write(cfg, tmp_path / "st.yaml"), port=29518)
     comp = json.loads((cfg.output_dir / "composition.json").read_text())
     assert comp["requested"]["world_size"] == 2 and comp["matches_request"]
     assert comp["consumed"]["per_kind"]["unlabeled"] == 4 * 4  # 2 unlabeled per rank per step, counted over ranks

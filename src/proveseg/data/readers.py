@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from proveseg.data.records import RecordTable
+from proveseg.data.records import SOURCE_DOMAIN, RecordTable
 
 __all__ = ["ACDC_DOMAINS", "IMAGE_EXTENSIONS", "READERS", "ReadResult", "ReaderError", "read_dataset"]
 
@@ -97,7 +97,7 @@ def read_folder(root: Path, name: str, on_invalid: str, *, images: str = "images
 
 
 def read_cityscapes(root: Path, name: str, on_invalid: str, *, split: str = "train",
-                    domain: str = "clear_day") -> ReadResult:
+                    domain: str = SOURCE_DOMAIN) -> ReadResult:
     """``leftImg8bit/<split>/<city>/*_leftImg8bit.png`` with ``gtFine`` train-id (or id) labels."""
     pairs = []
     for img in _walk_images(root / "leftImg8bit" / split):

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["COLUMNS", "KINDS", "RecordTable"]
+__all__ = ["COLUMNS", "KINDS", "SOURCE_DOMAIN", "RecordTable"]
 
 COLUMNS = ("image", "label", "dataset", "domain", "kind", "source", "origin")
 KINDS = ("real", "generated", "noise", "unlabeled")
+SOURCE_DOMAIN = "clear_day"  # the domain generated images are translated from
 _STR = np.dtypes.StringDType()
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from proveseg.data.records import SOURCE_DOMAIN
 from proveseg.evaluate.metrics import mean_iou
 from proveseg.evaluate.runner import read_confusion
 from proveseg.study.matrix import strategy_type
@@ -26,7 +27,6 @@ from proveseg.study.matrix import strategy_type
 __all__ = ["RunRecord", "build_leaderboard", "collect_runs"]
 
 _RUN = re.compile(r"^(?P<model>.+)_ratio(?P<ratio>\d+p\d+)_s(?P<seed>-?\d+)$")
-SOURCE_DOMAIN = "clear_day"
 
 
 @dataclass

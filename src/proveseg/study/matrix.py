@@ -19,13 +19,13 @@ from proveseg.config import (
     RealSourceConfig,
     RunConfig,
 )
+from proveseg.data.records import SOURCE_DOMAIN
 from proveseg.rundir import RunDir
 from proveseg.study.spec import SplitSpec, StudyConfig
 
 __all__ = ["DEFAULT_ABLATION_RATIOS", "PlannedRun", "expand", "run_dir_name", "strategy_type", "totals"]
 
 DEFAULT_ABLATION_RATIOS = (1.0, 0.75, 0.5, 0.25, 0.125, 0.0)
-SOURCE_DOMAIN = "clear_day"
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,11 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
+from proveseg.data.records import SOURCE_DOMAIN
 from proveseg.synth.scene import CLASS_ID, SKY_DEPTH, Scene, smooth_noise
 
 __all__ = ["DOMAINS", "SOURCE_DOMAIN", "WeatherParams", "render", "sample_params", "to_uint8"]
 
-SOURCE_DOMAIN = "clear_day"
 DOMAINS = ("clear_day", "cloudy", "dawn_dusk", "fog", "night", "rainy", "snowy")
 SKY = CLASS_ID["sky"]
 
