@@ -28,10 +28,13 @@ def _console(stderr: bool = False) -> Console:
     return console if console.is_terminal else Console(stderr=stderr, width=max(console.width, 200))
 
 
-def _cuda() -> bool:
+def _device(choice: str) -> str:
+    """``auto`` is CUDA when available; resolved when a command runs, so that parsing never imports torch."""
+    if choice != "auto":
+        return choice
     import torch
 
-    return bool(torch.cuda.is_available())
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -206,7 +209,7 @@ def metrics_tables(metrics: dict, title: str) -> list[Table]:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from proveseg.evaluate.runner import evaluate_target
 
-    metrics = evaluate_target(args.target, args.split, args.data, args.out, args.device)
+    metrics = evaluate_target(args.target, args.split, args.data, args.out, _device(args.device))
     if args.json:
         print(json.dumps(metrics, indent=2, sort_keys=True))
         return 0
@@ -257,10 +260,11 @@ def cmd_consistency(args: argparse.Namespace) -> int:
     from proveseg.data.classes import resolve_class_set
     from proveseg.evaluate.consistency import BLOCKS, consistency_report
 
-    model, state = load_model(args.model, args.device)
+    device = _device(args.device)
+    model, state = load_model(args.model, device)
     class_set = resolve_class_set(str(state["model"].get("class_set", args.class_set)))
     report = consistency_report(model, _generated_records(args.manifest, class_set.name, args.limit), class_set,
-                                device=args.device)
+                                device=device)
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
         return 0
@@ -494,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("test", "val"))
     p.add_argument("--data", default=None, help="run config whose evaluation sets to use")
     p.add_argument("--out", default=None, help="output folder (default: the run directory)")
-    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
@@ -543,7 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="checkpoint file")
     p.add_argument("--class-set", default="cityscapes19")
     p.add_argument("--limit", type=int, default=None, help="at most this many rows, evenly spread")
-    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_consistency)
 

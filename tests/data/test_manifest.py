@@ -6,6 +6,8 @@ import csv
 import io
 import json
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -169,6 +171,15 @@ def test_cli_report_and_exit_code(root: Path, capsys: pytest.CaptureFixture[str]
     assert out["datasets"]["d"]["rows"] == 2 and out["datasets"]["d"]["valid"] == 1
     assert out["datasets"]["d"]["rejected"] == {"missing_generated": 1}
     assert main(["manifest", "validate", str(path), "--on-invalid", "skip"]) == 0
+
+
+def test_manifest_validate_does_not_import_torch(root: Path) -> None:
+    """Parsing the command line and validating a manifest need neither torch nor its start-up time."""
+    path = _write(root, [_row()])
+    code = ("import sys; from proveseg.cli import main; rc = main(['manifest', 'validate', sys.argv[1], '--json']); "
+            "print(rc, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split()[-2:] == ["0", "False"], done.stderr[-2000:]
 
 
 def test_synthetic_manifests_validate(tiny_benchmark: Path) -> None:
