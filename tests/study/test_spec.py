@@ -10,7 +10,7 @@ import yaml
 
 from proveseg.cli import main
 from proveseg.config import ConfigError
-from proveseg.study.matrix import expand, run_dir_name
+from proveseg.study.matrix import RunKey, expand, run_dir_name
 from proveseg.study.spec import load_study
 
 
@@ -49,6 +49,10 @@ def test_run_configs_follow_the_strategy(tmp_path: Path) -> None:
     assert noise.data.noise is not None and noise.data.noise.reference == "cyclegan"
     assert noise.data.generated[0].datasets == ["idd"] and noise.train.seed == 3 and noise.data.seed == 3
     assert run_dir_name("unet_tiny", 0.125, 2) == "unet_tiny_ratio0p12_s2"
+    for run in runs.values():  # the leaderboard reads back what the matrix wrote
+        key = RunKey.from_run_dir(run.run_dir)
+        assert key == RunKey(run.stage, run.strategy, run.dataset, run.model, round(run.ratio, 2), run.seed)
+    assert RunKey.from_run_dir(tmp_path / "a/b/c/not_a_run") is None
 
 
 @pytest.mark.parametrize(("over", "field"), [

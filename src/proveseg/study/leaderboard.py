@@ -11,9 +11,8 @@ images (the same resample for both runs of a cell, averaged over cells).
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +21,16 @@ import numpy as np
 from proveseg.data.records import SOURCE_DOMAIN
 from proveseg.evaluate.metrics import mean_iou
 from proveseg.evaluate.runner import read_confusion
-from proveseg.study.matrix import strategy_type
+from proveseg.study.matrix import RunKey, strategy_type
 
 __all__ = ["RunRecord", "build_leaderboard", "collect_runs"]
 
-_RUN = re.compile(r"^(?P<model>.+)_ratio(?P<ratio>\d+p\d+)_s(?P<seed>-?\d+)$")
 
+@dataclass(frozen=True)
+class RunRecord(RunKey):
+    """A run found under a results root: its metrics when it proves its mix, else why it is invalid."""
 
-@dataclass
-class RunRecord:
     run_dir: Path
-    stage: str
-    strategy: str
-    dataset: str
-    model: str
-    ratio: float
-    seed: int
     metrics: dict[str, Any] = field(default_factory=dict)
     invalid: str | None = None
 
@@ -50,34 +43,34 @@ class RunRecord:
         return self.dataset, self.model, self.seed
 
 
-def _check(run: RunRecord) -> str | None:
-    status_file = run.run_dir / "status"
+def _check(run_dir: Path, strategy: str) -> str | None:
+    status_file = run_dir / "status"
     if not status_file.exists():
         return "not started"
     state, _, reason = status_file.read_text(encoding="utf-8").partition("\n")
     if state.strip() != "done":
         return f"status {state.strip()}: {reason.strip()}" if reason.strip() else f"status {state.strip()}"
     for name in ("metrics.json", "composition.json", "confusion.npz"):
-        if not (run.run_dir / name).exists():
+        if not (run_dir / name).exists():
             return f"no {name}"
-    comp = json.loads((run.run_dir / "composition.json").read_text(encoding="utf-8"))
+    comp = json.loads((run_dir / "composition.json").read_text(encoding="utf-8"))
     if not comp.get("matches_request"):
         return "consumed mix differs from the request: " + "; ".join(comp.get("problems", [])[:2])
     kinds = comp["consumed"]["per_kind"]
     total = sum(kinds.values())
     if total == 0:
         return "consumed no samples"
-    kind = strategy_type(run.strategy)
+    kind = strategy_type(strategy)
     extra = kinds.get("generated", 0) + kinds.get("noise", 0)
     if kind in ("Base", "Std"):
-        return None if extra == 0 else f"{run.strategy} consumed {extra} generated/noise samples"
+        return None if extra == 0 else f"{strategy} consumed {extra} generated/noise samples"
     wanted_kind = "noise" if kind == "Noise" else "generated"
     requested = 1.0 - float(comp["requested"]["real_gen_ratio"])
     got = kinds.get(wanted_kind, 0) / total
     if abs(got - requested) > 1.0 / total or (requested > 0 and kinds.get(wanted_kind, 0) == 0):
         return f"requested {requested:.1%} {wanted_kind}, consumed {got:.1%} ({kinds.get(wanted_kind, 0)} of {total})"
     if kind == "Gen":
-        source = run.strategy.removeprefix("gen_")
+        source = strategy.removeprefix("gen_")
         if requested > 0 and comp["consumed"]["per_source"].get(source, 0) == 0:
             return f"no sample of generator {source!r} consumed"
     return None
@@ -88,18 +81,12 @@ def collect_runs(results_root: str | Path, stage: str | None = None) -> list[Run
     root = Path(results_root)
     runs = []
     for run_dir in sorted(root.glob("*/*/*/*")):
-        match = _RUN.match(run_dir.name)
-        if not run_dir.is_dir() or not match:
+        key = RunKey.from_run_dir(run_dir)
+        if key is None or not run_dir.is_dir() or (stage is not None and key.stage != stage):
             continue
-        st, strategy, dataset = run_dir.parts[-4:-1]
-        if stage is not None and st != stage:
-            continue
-        run = RunRecord(run_dir, st, strategy, dataset, match["model"], float(match["ratio"].replace("p", ".")),
-                        int(match["seed"]))
-        run.invalid = _check(run)
-        if run.invalid is None:
-            run.metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-        runs.append(run)
+        invalid = _check(run_dir, key.strategy)
+        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")) if invalid is None else {}
+        runs.append(RunRecord(**asdict(key), run_dir=run_dir, metrics=metrics, invalid=invalid))
     return runs
 
 

@@ -6,6 +6,7 @@ stage1 and the ablations train on the ``clear_day`` real images only; stage2 on 
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,19 +24,38 @@ from proveseg.data.records import SOURCE_DOMAIN
 from proveseg.rundir import RunDir
 from proveseg.study.spec import SplitSpec, StudyConfig
 
-__all__ = ["DEFAULT_ABLATION_RATIOS", "PlannedRun", "expand", "run_dir_name", "strategy_type", "totals"]
+__all__ = ["DEFAULT_ABLATION_RATIOS", "PlannedRun", "RunKey", "expand", "run_dir_name", "strategy_type", "totals"]
 
 DEFAULT_ABLATION_RATIOS = (1.0, 0.75, 0.5, 0.25, 0.125, 0.0)
 
 
+_RUN_DIR_NAME = re.compile(r"^(?P<model>.+)_ratio(?P<ratio>\d+p\d+)_s(?P<seed>-?\d+)$")
+
+
 @dataclass(frozen=True)
-class PlannedRun:
+class RunKey:
+    """Where a run sits in a study: ``<root>/<stage>/<strategy>/<dataset>/<model>_ratioXpXX_sN``."""
+
     stage: str
     strategy: str
     dataset: str
     model: str
     ratio: float
     seed: int
+
+    @classmethod
+    def from_run_dir(cls, run_dir: Path) -> RunKey | None:
+        """The key a run directory's path spells (the ratio as written, two decimals), else None."""
+        match = _RUN_DIR_NAME.match(run_dir.name)
+        if match is None or len(run_dir.parts) < 4:
+            return None
+        stage, strategy, dataset = run_dir.parts[-4:-1]
+        return cls(stage, strategy, dataset, match["model"], float(match["ratio"].replace("p", ".")),
+                   int(match["seed"]))
+
+
+@dataclass(frozen=True)
+class PlannedRun(RunKey):
     run_dir: Path
     config: RunConfig
 
@@ -58,6 +78,7 @@ def strategy_type(strategy: str) -> str:
 
 
 def run_dir_name(model: str, ratio: float, seed: int) -> str:
+    """``<model>_ratioXpXX_sN``, the name ``RunKey.from_run_dir`` reads back."""
     return f"{model}_ratio{ratio:.2f}".replace(".", "p") + f"_s{seed}"
 
 
