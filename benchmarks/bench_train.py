@@ -21,9 +21,9 @@ from proveseg.config import RunConfig
 from proveseg.data.dataset import SegmentationDataset
 from proveseg.data.decode import decode_image, decode_label
 from proveseg.data.pipeline import build_training_data
-from proveseg.models import build_model
+from proveseg.models import build_network
+from proveseg.models.losses import SegmentationLoss
 from proveseg.synth.build import SynthSpec, build_benchmark
-from proveseg.train.losses import SegmentationLoss
 from proveseg.train.schedule import make_scheduler
 
 ITERS, WARMUP = 40, 5
@@ -56,7 +56,7 @@ def _cache_decodes() -> None:
 def bare_loop(cfg: RunConfig) -> float:
     torch.manual_seed(0)
     data = build_training_data(cfg.data)
-    model = build_model(cfg.model.name, 19)
+    model = build_network(cfg.model.name, 19)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.optimizer.lr, weight_decay=0.01)
     sched = make_scheduler(opt, ITERS, cfg.train.schedule, cfg.train.optimizer.lr)
     loss_fn = SegmentationLoss(cfg.train.loss)

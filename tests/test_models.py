@@ -1,17 +1,18 @@
-"""Every registry entry builds and returns full-resolution logits; unknown names list the valid ones."""
+"""Every registry entry builds; its adapter trains and infers at full resolution; unknown names list the valid ones."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from proveseg.models import MODELS, build_model
+from proveseg.evaluate.inference import InferenceSpec
+from proveseg.models import MODELS, build_model, build_network
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_output_shape(name: str) -> None:
     torch.manual_seed(0)
-    model = build_model(name, 7).eval()
+    model = build_network(name, 7).eval()
     with torch.no_grad():
         out = model(torch.randn(1, 3, 64, 96))
     assert out.shape == (1, 7, 64, 96)
@@ -26,6 +27,24 @@ def test_unknown_model_lists_valid_names() -> None:
 
 def test_tiny_models_train_every_parameter() -> None:
     for name in ("unet_tiny", "unet_micro"):
-        model = build_model(name, 19)
+        model = build_network(name, 19)
         model(torch.randn(2, 3, 64, 64)).sum().backward()
         assert all(p.grad is not None for p in model.parameters()), name
+
+
+def test_the_adapter_owns_loss_and_inference() -> None:
+    torch.manual_seed(0)
+    model = build_model("unet_micro", 5)
+    images, masks = torch.randn(3, 3, 32, 32), torch.randint(0, 5, (3, 32, 32))
+    masks[0, :4] = 255
+    outputs = model.forward(model.network, images)
+    labeled, rest = model.split(outputs, 2)
+    loss, parts = model.loss(labeled, masks[:2])
+    expected = torch.nn.functional.cross_entropy(outputs[:2], masks[:2], ignore_index=255)
+    assert torch.allclose(loss, expected) and set(parts) == {"ce"} and rest.shape[0] == 1
+    none_confident = torch.full((1, 32, 32), 255)
+    assert float(model.unsupervised_loss(rest, none_confident).detach()) == 0.0
+    model.eval()
+    odd = torch.randn(1, 3, 45, 70)  # not a multiple of the stride: padded inside, cropped back
+    assert model.predict(odd, InferenceSpec()).shape == (1, 5, 45, 70)
+    assert model.predict(odd, InferenceSpec("slide", (32, 32), (16, 16), flip=True)).shape == (1, 5, 45, 70)

@@ -1,4 +1,4 @@
-"""Command line: parse, validate, call the library. No logic lives here."""
+"""Command line: parse, validate, call the library, print via ``proveseg.render``. No logic lives here."""
 
 from __future__ import annotations
 
@@ -12,11 +12,9 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 
-from proveseg import __version__
+from proveseg import __version__, render
 from proveseg.data.records import RecordTable
-from proveseg.study.formatting import pct
 
 DEFAULT_DATA = "data/synthetic"
 PREEMPTED_EXIT = 3  # training stopped on SIGTERM/SIGUSR2 with last.pt saved: resume with --resume
@@ -49,20 +47,6 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in text.split(",") if n.strip())
 
 
-def _synth_table(info: dict, title: str) -> Table:
-    counts = info["counts"]
-    columns = [(split, counts["real"][split]) for split in ("train", "test")]
-    columns += [(name, per) for name, per in counts["generated"].items()]
-    table = Table(title=title, caption="real: images per split; others: generated images per target")
-    table.add_column("domain", no_wrap=True)
-    for name, _ in columns:
-        table.add_column(name, justify="right", no_wrap=True)
-    for domain in info["domains"]:
-        table.add_row(domain, *(str(per.get(domain, "-")) for _, per in columns))
-    table.add_row("total", *(str(sum(per.values())) for _, per in columns), style="bold")
-    return table
-
-
 def cmd_synth(args: argparse.Namespace) -> int:
     from proveseg.synth.build import SynthSpec, build_benchmark
 
@@ -76,7 +60,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"out": args.out, **info}, indent=2, sort_keys=True))
     else:
-        _console().print(_synth_table(info, f"synthetic benchmark in {args.out} (seed {spec.seed}, {h}x{w})"))
+        _console().print(render.synth_table(info, f"synthetic benchmark in {args.out} (seed {spec.seed}, {h}x{w})"))
         console.print(f"ready in {elapsed:.1f} s")
     return 0
 
@@ -84,37 +68,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from proveseg.study.demo import demo_spec, write_demo_study
-    from proveseg.study.executors import run_local
-    from proveseg.study.leaderboard import build_leaderboard
-    from proveseg.study.matrix import expand
-    from proveseg.study.spec import load_study
-    from proveseg.synth.build import build_benchmark
+    from proveseg.study.demo import run_demo
 
-    console = _console()
-    start = time.perf_counter()
     data = Path(args.data or (DEFAULT_DATA + ("-quick" if args.quick else "")))
     results = Path(args.results or ("results/demo-quick" if args.quick else "results/demo"))
-    console.print(f"[bold]proveseg demo[/bold]{' (quick)' if args.quick else ''}: 1/4 synthetic benchmark in {data}")
-    info = build_benchmark(data, demo_spec(args.quick), workers=args.workers, progress=console.is_terminal)
-    console.print(_synth_table(info, "images per split / domain / generator"))
-    study_path = write_demo_study(data, results, args.quick)
-    runs = expand(load_study(study_path))
-    console.print(f"2/4 stage-1 study {study_path}: {len(runs)} runs (skips runs already done)", highlight=False)
-    codes = run_local(runs, max_parallel=1)
-    failed = [k for k, v in codes.items() if v not in (0, -1)]
-    console.print("3/4 leaderboard (only runs whose composition.json proves their data mix are ranked)")
-    doc = build_leaderboard(results, "stage1", n_boot=200 if args.quick else 1000)
-    print_leaderboard(doc, f"{results} (stage1)")
-    from proveseg.study.report import write_report
-
-    report = write_report(results, results / "report.html", "stage1")
-    console.print(f"4/4 report: {report}", highlight=False)
-    console.print(f"demo finished in {time.perf_counter() - start:.0f} s", highlight=False)
-    if failed:
-        console.print(f"[red]{len(failed)} run(s) failed[/red]: " + ", ".join(failed))
-        return 1
-    return 0
+    return run_demo(args.quick, data, results, args.workers, _console())
 
 
 def cmd_manifest_validate(args: argparse.Namespace) -> int:
@@ -128,19 +86,7 @@ def cmd_manifest_validate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.as_dict(), indent=2, sort_keys=True))
         return 1 if failed else 0
-    table = Table(title=f"{report.path} (generator {report.generator})")
-    for col in ("dataset", "rows", "found", "valid", "rejected"):
-        table.add_column(col, justify="left" if col in ("dataset", "rejected") else "right")
-    for name, rep in sorted(report.datasets.items()):
-        reasons = ", ".join(f"{r}: {n}" for r, n in sorted(rep.rejected.items())) or "-"
-        table.add_row(name, str(rep.rows), str(rep.found), str(rep.valid), reasons)
-    console = _console()
-    console.print(table)
-    for name, rep in sorted(report.datasets.items()):
-        for ex in rep.examples:
-            console.print(f"  {name}: row {ex['row']}: {ex['reason']}: {ex['detail']}", highlight=False, markup=False)
-    if failed:
-        console.print(f"[red]{report.n_invalid} invalid row(s)[/red] (policy: error)")
+    render.print_manifest_report(_console(), report, failed)
     return 1 if failed else 0
 
 
@@ -153,25 +99,7 @@ def cmd_verify_batches(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
         return 0 if report["matches_request"] else 1
-    console = _console()
-    console.print(f"config {args.config}: real/gen ratio {report['real_gen_ratio']}, batch size {report['batch_size']}"
-                  " (counted from loaded batches)", highlight=False)
-    for i, b in enumerate(report["batches"], start=1):
-        parts = " + ".join(f"{n} {k}" for k, n in b.items() if n)
-        console.print(f"Batch {i}: {parts} = {sum(b.values())} total", highlight=False)
-    sizes = report["sizes"]
-    gen = report["generated"]
-    console.print(f"real size: {sizes.get('real', 0)} | generated found/valid: {gen['found']}/{gen['valid']} | "
-                  f"combined size: {report['combined_size']} | total batches: {report['total_batches']}",
-                  highlight=False)
-    table = Table(title="members")
-    for col in ("dataset", "group", "samples", "repeats", "effective"):
-        table.add_column(col, justify="left" if col in ("dataset", "group") else "right")
-    for m in report["members"]:
-        table.add_row(m["name"], m["group"], str(m["samples"]), f"{m['repeats']:g}", f"{m['effective']:g}")
-    console.print(table)
-    for problem in report["problems"]:
-        console.print(f"[red]MISMATCH[/red] {problem}")
+    render.print_verify_batches(_console(), report, args.config)
     return 0 if report["matches_request"] else 1
 
 
@@ -184,28 +112,6 @@ def cmd_export_samples(args: argparse.Namespace) -> int:
     return 0
 
 
-def metrics_tables(metrics: dict, title: str) -> list[Table]:
-    """Overall, per-domain and per-class tables of a ``metrics.json`` (percent, two decimals)."""
-    overall = Table(title=title)
-    for col in ("mIoU", "95% CI", "aAcc", "mAcc", "domain mean", "images"):
-        overall.add_column(col, justify="right")
-    lo, hi = metrics["ci95"]
-    overall.add_row(pct(metrics["mIoU"]), f"[{pct(lo)}, {pct(hi)}]", pct(metrics["aAcc"]), pct(metrics["mAcc"]),
-                    pct(metrics["domain_mean_mIoU"]), str(metrics["n_images"]))
-    domains = Table(title="per domain")
-    for col in ("domain", "mIoU", "aAcc", "images"):
-        domains.add_column(col, justify="left" if col == "domain" else "right")
-    for name, d in metrics["per_domain"].items():
-        domains.add_row(name, pct(d["mIoU"]), pct(d["aAcc"]), str(d["n_images"]))
-    classes = Table(title="per class (IoU; - = class absent from labels and predictions)")
-    classes.add_column("class")
-    classes.add_column("IoU", justify="right")
-    classes.add_column("acc", justify="right")
-    for name, v in metrics["per_class"].items():
-        classes.add_row(name, pct(v), pct(metrics["per_class_acc"][name]))
-    return [overall, domains, classes]
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from proveseg.evaluate.runner import evaluate_target
 
@@ -214,12 +120,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(metrics, indent=2, sort_keys=True))
         return 0
     console = _console()
-    for table in metrics_tables(metrics, f"{args.target} ({args.split})"):
+    for table in render.metrics_tables(metrics, f"{args.target} ({args.split})"):
         console.print(table)
     return 0
 
 
-def _generated_records(manifest: str, class_set: str, limit: int | None) -> RecordTable:
+def _generated_records(manifest: str, class_set: Any, limit: int | None) -> RecordTable:
+    """A manifest's valid records (``class_set``: a ClassSet, a built-in name or a table file), evenly thinned."""
     from proveseg.data.classes import resolve_class_set
     from proveseg.data.manifest import validate_manifest
     from proveseg.data.pipeline import manifest_failure
@@ -240,46 +147,27 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(stats, indent=2, sort_keys=True))
         return 0
-    table = Table(title=f"{args.manifest}: generated vs original")
-    for col in ("generator", "target", "images", "mean gen/orig", "std gen/orig", "|diff| /255", "|diff| %",
-                "edges on boundaries gen/orig", "layout score"):
-        table.add_column(col, justify="left" if col in ("generator", "target") else "right")
-    for gen, per in stats.items():
-        for dom, s in per.items():
-            table.add_row(gen, dom, str(s["images"]), f"{s['generated_mean']:.1f} / {s['original_mean']:.1f}",
-                          f"{s['generated_std']:.1f} / {s['original_std']:.1f}", f"{s['mean_abs_diff']:.1f}",
-                          f"{s['mean_abs_diff_pct']:.1f}",
-                          f"{s['edge_alignment_generated']:.3f} / {s['edge_alignment_original']:.3f}",
-                          f"{s['layout_score']:.2f}")
-    _console().print(table)
+    _console().print(render.stats_table(stats, f"{args.manifest}: generated vs original"))
     return 0
 
 
 def cmd_consistency(args: argparse.Namespace) -> int:
-    from proveseg.checkpoint import load_model
+    from proveseg.checkpoint import checkpoint_class_set, load_model
     from proveseg.data.classes import resolve_class_set
     from proveseg.evaluate.consistency import BLOCKS, consistency_report
 
     device = _device(args.device)
     model, state = load_model(args.model, device)
-    class_set = resolve_class_set(str(state["model"].get("class_set", args.class_set)))
-    report = consistency_report(model, _generated_records(args.manifest, class_set.name, args.limit), class_set,
+    # the checkpoint's own class set (written whole); --class-set only for checkpoints that lack one
+    class_set = (checkpoint_class_set(state, args.model) if "class_set" in state["model"]
+                 else resolve_class_set(args.class_set))
+    report = consistency_report(model, _generated_records(args.manifest, class_set, args.limit), class_set,
                                 device=device)
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
         return 0
-    table = Table(title=f"{args.manifest}: consistency under {args.model} (mIoU %, agreement %)")
-    cols = ["generator", "target", "images", "semantic", "original", "agree px", "agree mIoU"]
-    cols += [f"layout {b}x{b}" for b in BLOCKS] + [f"agree {b}x{b}" for b in BLOCKS]
-    for col in cols:
-        table.add_column(col, justify="left" if col in ("generator", "target") else "right")
-    for gen, per in report.items():
-        for dom, r in per.items():
-            table.add_row(gen, dom, str(r["images"]), pct(r["semantic_mIoU"]), pct(r["original_mIoU"]),
-                          pct(r["agreement_pixel"]), pct(r["agreement_mIoU"]),
-                          *(pct(r[f"layout_semantic_{b}_mIoU"]) for b in BLOCKS),
-                          *(pct(r[f"layout_agreement_{b}_pixel"]) for b in BLOCKS))
-    _console().print(table)
+    title = f"{args.manifest}: consistency under {args.model} (mIoU %, agreement %)"
+    _console().print(render.consistency_table(report, title, BLOCKS))
     return 0
 
 
@@ -299,7 +187,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     console.print(f"{cfg.output_dir}: {result.iterations} iterations"
                   + (" (early stop)" if result.stopped_early else ""), highlight=False)
     if result.test_metrics:
-        for table in metrics_tables(result.test_metrics, f"{cfg.name}: test"):
+        for table in render.metrics_tables(result.test_metrics, f"{cfg.name}: test"):
             console.print(table)
     return 0
 
@@ -321,16 +209,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True))
         return 0
-    table = Table(title=f"{args.study}: {len(runs)} runs (dry run: nothing started)")
-    for col in ("stage", "strategy", "dataset", "model", "ratio", "seed", "status", "run dir"):
-        table.add_column(col, no_wrap=True)
-    for r in doc["runs"]:
-        table.add_row(*(str(r[k]) for k in ("stage", "strategy", "dataset", "model", "ratio", "seed", "status",
-                                            "run_dir")))
-    console = _console()
-    console.print(table)
-    parts = " + ".join(f"{n} {s}" for s, n in doc["totals"].items())
-    console.print(f"{len(runs)} jobs: {parts}", highlight=False)
+    render.print_plan(_console(), doc, f"{args.study}: {len(runs)} runs (dry run: nothing started)")
     return 0
 
 
@@ -365,29 +244,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         print(leaderboard_csv(doc), end="")
     else:
-        print_leaderboard(doc, f"{args.results_root} ({args.stage or 'all stages'})")
+        render.print_leaderboard(_console(), doc, f"{args.results_root} ({args.stage or 'all stages'})")
     return 0
-
-
-def print_leaderboard(doc: dict, title: str) -> None:
-    """The leaderboard table, then INVALID runs, warnings and ablation readings."""
-    from proveseg.study.formatting import leaderboard_table
-
-    console = _console()
-    console.print(leaderboard_table(doc, title))
-    if doc.get("generated_spread") is not None:
-        console.print(f"spread between generated strategies: {100 * doc['generated_spread']:.2f} points",
-                      highlight=False)
-    for item in doc["invalid"]:
-        console.print(f"[red]INVALID[/red] {item['run_dir']}: {item['reason']}", highlight=False)
-    for warning in doc["warnings"]:
-        console.print(f"[yellow]WARNING[/yellow] {warning}", highlight=False)
-    if "noise_ablation" in doc:
-        na = doc["noise_ablation"]
-        console.print(f"noise ablation: [bold]{na['outcome']}[/bold]", highlight=False)
-    for strategy, points in doc.get("ratio_ablation", {}).items():
-        console.print(f"ratio ablation {strategy}: " + ", ".join(f"{p['ratio']:g} -> {100 * p['mIoU']:.2f}"
-                                                                 for p in points), highlight=False)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -399,22 +257,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    from proveseg.data.classes import CITYSCAPES19
-    from proveseg.train.diagnose import diagnose, read_log
+    from proveseg.train.diagnose import diagnose, read_log, run_class_names
 
-    findings = diagnose(read_log(args.run_dir), args.metric, list(CITYSCAPES19.names))
+    try:
+        names: list[str] | None = run_class_names(args.run_dir)
+    except FileNotFoundError:  # a bare log.jsonl: classes are shown by id
+        names = None
+    findings = diagnose(read_log(args.run_dir), args.metric, names)
     if args.json:
         print(json.dumps([f.__dict__ for f in findings], indent=2, sort_keys=True))
         return 0
-    console = _console()
-    for f in findings:
-        colour = "yellow" if f.severity == "warning" else "green"
-        console.print(f"[{colour}]{f.severity.upper():7s}[/{colour}] {f.name}: {f.message}", highlight=False)
-        if f.numbers:
-            console.print("         " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                                 for k, v in f.numbers.items()), highlight=False)
-        if f.suggestion:
-            console.print(f"         suggestion: {f.suggestion}", highlight=False)
+    render.print_findings(_console(), findings)
     return 0
 
 

@@ -7,21 +7,22 @@ taken from the current working directory (the examples assume the repository roo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from proveseg.data.records import SOURCE_DOMAIN
+from proveseg.readers import SourceConfig
 
 __all__ = [
+    "ClassSetSpec",
     "ConfigError",
     "DataConfig",
     "EvalConfig",
     "GeneratedSourceConfig",
     "NoiseConfig",
-    "RealSourceConfig",
     "RunConfig",
+    "StudyRunConfig",
     "TransformConfig",
     "dump_config",
     "load_run_config",
@@ -38,37 +39,6 @@ class ConfigError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RealSourceConfig(_Strict):
-    """A labeled dataset read by one of the readers (folder, cityscapes, acdc, csv)."""
-
-    name: str
-    reader: Literal["folder", "cityscapes", "acdc", "csv"] = "folder"
-    root: Path
-    repeat: float = Field(1.0, gt=0)
-    domains: list[str] | None = None  # keep only these domains (stage1: [clear_day])
-    on_invalid: OnInvalid = "error"
-    split: str = "train"  # cityscapes / acdc
-    images: str = "images"  # folder
-    labels: str = "labels"  # folder
-    label_suffix: str = ""  # folder
-    label_ext: str = ".png"  # folder
-    domain: str | None = None  # folder / csv: fixed domain instead of a path component or column
-    domain_level: int = Field(0, ge=0)  # folder: path component below images/ naming the domain
-    take: tuple[float, float] | None = None  # keep this slice [start, end) of a seeded shuffle of the entries
-    take_seed: int = 0  # the shuffle behind ``take`` (same seed + disjoint slices = disjoint subsets)
-
-    def reader_options(self) -> dict[str, Any]:
-        """The options this source's reader takes."""
-        if self.reader == "folder":
-            return {"images": self.images, "labels": self.labels, "label_suffix": self.label_suffix,
-                    "label_ext": self.label_ext, "domain": self.domain, "domain_level": self.domain_level}
-        if self.reader == "cityscapes":
-            return {"split": self.split, "domain": self.domain or SOURCE_DOMAIN}
-        if self.reader == "acdc":
-            return {"split": self.split}
-        return {"domain": self.domain}
 
 
 class GeneratedSourceConfig(_Strict):
@@ -99,14 +69,35 @@ class TransformConfig(_Strict):
     jitter: float = Field(0.0, ge=0, le=1)
 
 
+class ClassSetSpec(_Strict):
+    """A class set written out whole, so a run, a checkpoint or a metrics file never depends on a lookup.
+
+    Ids are the positions 0..N-1 of ``names``; ``ignore_index`` marks pixels without a class.
+    """
+
+    name: str
+    names: list[str]
+    ids: list[int]
+    palette: list[tuple[int, int, int]]
+    ignore_index: int = 255
+
+    @model_validator(mode="after")
+    def _check(self) -> ClassSetSpec:
+        if self.ids != list(range(len(self.names))):
+            raise ValueError(f"class set {self.name!r}: ids must be 0..{len(self.names) - 1} in order")
+        if len(self.palette) != len(self.names):
+            raise ValueError(f"class set {self.name!r}: {len(self.names)} names but {len(self.palette)} colours")
+        return self
+
+
 class DataConfig(_Strict):
     """Training data: sources, the real/generated ratio and the batch."""
 
-    class_set: str = "cityscapes19"
-    real: list[RealSourceConfig] = Field(default_factory=list)
+    class_set: str | ClassSetSpec = "cityscapes19"  # a built-in name, a class table file, or the set itself
+    real: list[SourceConfig] = Field(default_factory=list)
     generated: list[GeneratedSourceConfig] = Field(default_factory=list)
     noise: NoiseConfig | None = None
-    unlabeled: list[RealSourceConfig] = Field(default_factory=list)  # labels ignored (group "unlabeled")
+    unlabeled: list[SourceConfig] = Field(default_factory=list)  # labels ignored (group "unlabeled")
     unlabeled_share: float = Field(0.0, ge=0, lt=1)  # share of every batch taken from ``unlabeled``
     real_gen_ratio: float = Field(1.0, ge=0, le=1)
     batch_size: int = Field(8, ge=1)
@@ -129,8 +120,8 @@ class DataConfig(_Strict):
 class EvalConfig(_Strict):
     """Validation / test sets and how to run inference on them."""
 
-    val: list[RealSourceConfig] = Field(default_factory=list)
-    test: list[RealSourceConfig] = Field(default_factory=list)
+    val: list[SourceConfig] = Field(default_factory=list)
+    test: list[SourceConfig] = Field(default_factory=list)
     mode: Literal["whole", "slide"] = "whole"
     crop: tuple[int, int] | None = None  # slide window
     stride: tuple[int, int] | None = None  # slide step
@@ -215,6 +206,14 @@ class TrainConfig(_Strict):
     num_threads: int | None = Field(None, ge=1)  # torch CPU threads
 
 
+class StudyRunConfig(_Strict):
+    """Where a study placed a run (written by the study's matrix; absent from hand-written configs)."""
+
+    study: str
+    stage: str
+    dataset: str
+
+
 class RunConfig(_Strict):
     """One training run: data, model, schedule, evaluation, and where it writes."""
 
@@ -227,7 +226,8 @@ class RunConfig(_Strict):
         return self
 
     name: str = "run"
-    strategy: str = "custom"
+    strategy: str = "custom"  # a strategy name (proveseg.strategies); its proof rule is checked at the end
+    study: StudyRunConfig | None = None
     output_dir: Path = Path("results/run")
     data: DataConfig
     model: ModelConfig = ModelConfig()

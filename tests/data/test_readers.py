@@ -1,4 +1,4 @@
-"""Readers, class tables and record tables."""
+"""Readers (their schemas, the registry, read_source), class tables and record tables."""
 
 from __future__ import annotations
 
@@ -6,12 +6,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
+from pydantic import ValidationError
 
+from proveseg.config import ConfigError, dump_config, parse_run_config
 from proveseg.data.classes import CITYSCAPES19, load_class_table
 from proveseg.data.decode import LabelDecodeError, decode_label
-from proveseg.data.readers import ReaderError, read_dataset
 from proveseg.data.records import RecordTable
+from proveseg.evaluate.runner import load_split
+from proveseg.readers import (
+    READERS,
+    CityscapesSource,
+    FolderSource,
+    ReaderError,
+    read_dataset,
+    read_source,
+    validate_source,
+)
+from proveseg.study.matrix import expand
+from proveseg.study.spec import StudyConfig, split_source
 
 
 def _img(path: Path, shape: tuple[int, int] = (8, 12), value: int = 0, rgb: bool = True) -> None:
@@ -70,6 +84,89 @@ def test_csv_reader_resolves_relative_paths(tmp_path: Path) -> None:
 def test_unknown_reader_lists_the_valid_ones() -> None:
     with pytest.raises(KeyError, match="valid: folder, cityscapes, acdc, csv"):
         read_dataset("bdd", ".", "x")
+
+
+def _run_config(source: dict) -> str:
+    return yaml.safe_dump({"data": {"real": [{"name": "src", "root": "somewhere", **source}]}})
+
+
+def test_registry_names_and_schemas_agree() -> None:
+    assert list(READERS) == ["folder", "cityscapes", "acdc", "csv"]
+    assert all(schema.model_fields["reader"].default == reader for reader, schema in READERS.items())
+
+
+def test_an_option_of_another_reader_is_rejected_naming_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"data\.real\.0\.cityscapes\.images: Extra inputs are not permitted"):
+        parse_run_config(_run_config({"reader": "cityscapes", "images": "rgb"}))
+    with pytest.raises(ConfigError, match=r"data\.real\.0\.folder\.split: Extra inputs"):
+        parse_run_config(_run_config({"split": "val"}))  # no reader: a folder source, which has no split
+    with pytest.raises(ValidationError, match="label_ext"):
+        read_dataset("csv", "list.csv", "x", label_ext=".jpg")
+
+
+def test_an_unknown_reader_in_a_config_lists_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match=r"data\.real\.0: unknown reader 'bdd'; valid: folder, cityscapes, acdc, csv"):
+        parse_run_config(_run_config({"reader": "bdd"}))
+
+
+def test_a_source_without_reader_is_a_folder_source() -> None:
+    src = validate_source({"name": "x", "root": "d"})
+    assert isinstance(src, FolderSource) and src.reader == "folder" and src.images == "images"
+    cfg = parse_run_config(_run_config({"reader": "cityscapes", "split": "val"}))
+    assert isinstance(cfg.data.real[0], CityscapesSource) and cfg.data.real[0].split == "val"
+    assert cfg.data.real[0].domain == "clear_day"  # the Cityscapes default domain
+    assert parse_run_config(dump_config(cfg)) == cfg  # the resolved config reads back as the same sources
+
+
+def test_read_source_applies_domains_then_take(tiny_benchmark: Path) -> None:
+    root = tiny_benchmark / "train"
+    two = read_source(FolderSource(name="s", root=root, domains=["fog", "night"])).records
+    assert len(two) == 8 and set(two.domain.tolist()) == {"fog", "night"}
+    halves = [read_source(FolderSource(name="s", root=root, domains=["fog", "night"], take=part, take_seed=3))
+              for part in ((0.0, 0.5), (0.5, 1.0))]
+    first, second = (set(h.records.image.tolist()) for h in halves)
+    assert len(first) == len(second) == 4 and not first & second and first | second == set(two.image.tolist())
+    again = read_source(FolderSource(name="s", root=root, domains=["fog", "night"], take=(0.0, 0.5), take_seed=3))
+    assert again.records.sha256() == halves[0].records.sha256()  # the same seed draws the same slice
+    assert read_dataset("folder", root, "s", domains=["fog"], take=(0.0, 0.5)).records.counts("domain") == {"fog": 2}
+
+
+def test_read_source_keeps_the_skip_counts(tmp_path: Path) -> None:
+    _img(tmp_path / "images/fog/a.jpg")
+    _img(tmp_path / "images/fog/b.jpg")
+    _img(tmp_path / "labels/fog/a.png", rgb=False)
+    result = read_source(FolderSource(name="x", root=tmp_path, on_invalid="skip", take=(0.0, 1.0)))
+    assert len(result.records) == 1 and result.skipped == {"missing_label": 1}
+
+
+def test_evaluation_sources_honour_take(tiny_benchmark: Path) -> None:
+    root = tiny_benchmark / "test"
+    whole = load_split([FolderSource(name="s", root=root)])
+    half = load_split([FolderSource(name="s", root=root, take=(0.0, 0.5))])
+    assert len(whole) == 14 and len(half) == 7 and set(half.image.tolist()) < set(whole.image.tolist())
+
+
+def _study(datasets: dict) -> StudyConfig:
+    return StudyConfig.model_validate({"name": "s", "datasets": datasets, "strategies": ["baseline"],
+                                       "models": ["unet_micro"]})
+
+
+def test_a_study_split_takes_its_readers_options(tmp_path: Path) -> None:
+    study = _study({"cs": {"train": {"reader": "cityscapes", "root": "cs"},
+                           "val": {"reader": "cityscapes", "root": "cs", "split": "val", "take": [0.0, 0.5]},
+                           "test": {"reader": "cityscapes", "root": "cs", "split": "val", "take": [0.5, 1.0]}}})
+    (run,) = expand(study)
+    train, val, test = run.config.data.real[0], run.config.evaluation.val[0], run.config.evaluation.test[0]
+    assert all(isinstance(s, CityscapesSource) and s.name == "cs" for s in (train, val, test))
+    assert (train.split, val.split, test.split) == ("train", "val", "val")
+    assert train.domains == ["clear_day"] and val.take == (0.0, 0.5) and test.take == (0.5, 1.0)
+    assert parse_run_config(dump_config(run.config)) == run.config  # what the study's run.yaml holds
+    named = split_source("cs", study.datasets["cs"].val.model_copy(update={"name": "cs_val"}), None)
+    assert named.name == "cs_val"
+    with pytest.raises(ValidationError, match=r"datasets\.cs\.train\.folder\.split"):
+        _study({"cs": {"train": {"root": "cs", "split": "val"}, "test": {"root": "cs"}}})
+    with pytest.raises(ValidationError, match="unknown reader 'bdd'; valid: folder, cityscapes, acdc, csv"):
+        _study({"cs": {"train": {"reader": "bdd", "root": "cs"}, "test": {"root": "cs"}}})
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".yaml"])

@@ -15,7 +15,7 @@ from proveseg.checkpoint import save_checkpoint
 from proveseg.cli import main
 from proveseg.data.manifest import MANIFEST_COLUMNS
 from proveseg.evaluate.consistency import block_majority
-from proveseg.models import build_model
+from proveseg.models import build_network
 
 
 def _stats(manifest: Path, capsys: pytest.CaptureFixture[str]) -> dict:
@@ -63,7 +63,7 @@ def test_consistency_of_an_identity_generator(tiny_benchmark: Path, tmp_path: Pa
         writer.writeheader()
         writer.writerows([{**r, "generated_path": r["original_path"]} for r in rows])
     torch.manual_seed(0)
-    model = build_model("unet_micro", 19)
+    model = build_network("unet_micro", 19)
     save_checkpoint(tmp_path / "m.pt", {"model": {"name": "unet_micro", "num_classes": 19,
                                                   "class_set": "cityscapes19"}, "state_dict": model.state_dict()})
     assert main(["consistency", str(folder / "manifest.csv"), "--model", str(tmp_path / "m.pt"), "--json",

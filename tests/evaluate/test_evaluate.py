@@ -13,13 +13,14 @@ import yaml
 
 from proveseg.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from proveseg.cli import main
-from proveseg.config import EvalConfig, RealSourceConfig
+from proveseg.config import EvalConfig
 from proveseg.data.classes import CITYSCAPES19
 from proveseg.data.decode import decode_label
-from proveseg.evaluate.inference import InferenceSpec, predict_logits
+from proveseg.evaluate.inference import InferenceSpec
 from proveseg.evaluate.metrics import mean_iou
 from proveseg.evaluate.runner import evaluate_model, load_split, read_confusion
-from proveseg.models import build_model
+from proveseg.models import PixelLogitModel, build_model, build_network
+from proveseg.readers import FolderSource
 
 
 def _config(root: Path) -> dict:
@@ -31,7 +32,7 @@ def _config(root: Path) -> dict:
 @pytest.fixture()
 def run_dir(tiny_benchmark: Path, tmp_path: Path) -> Path:
     torch.manual_seed(0)
-    model = build_model("unet_micro", 19)
+    model = build_network("unet_micro", 19)
     save_checkpoint(tmp_path / "run/checkpoints/best.pt", {
         "model": {"name": "unet_micro", "num_classes": 19, "class_set": "cityscapes19"},
         "state_dict": model.state_dict(), "config": yaml.safe_dump(_config(tiny_benchmark)), "iteration": 7})
@@ -66,18 +67,18 @@ def test_sliding_window_covering_the_image_equals_whole_and_flip_is_symmetric(ti
     torch.manual_seed(0)
     model = build_model("unet_micro", 19).eval()
     x = torch.randn(1, 3, 64, 128)
-    whole = predict_logits(model, x, InferenceSpec(), 19)
-    slide = predict_logits(model, x, InferenceSpec("slide", (64, 128), (32, 64)), 19)
+    whole = model.predict(x, InferenceSpec())
+    slide = model.predict(x, InferenceSpec("slide", (64, 128), (32, 64)))
     assert torch.allclose(whole, slide, atol=1e-5)
-    tiled = predict_logits(model, x, InferenceSpec("slide", (64, 64), (64, 64)), 19)
+    tiled = model.predict(x, InferenceSpec("slide", (64, 64), (64, 64)))
     assert tiled.shape == whole.shape
-    flipped = predict_logits(model, x.flip(-1), InferenceSpec(flip=True), 19)
-    assert torch.allclose(flipped.flip(-1), predict_logits(model, x, InferenceSpec(flip=True), 19), atol=1e-5)
+    flipped = model.predict(x.flip(-1), InferenceSpec(flip=True))
+    assert torch.allclose(flipped.flip(-1), model.predict(x, InferenceSpec(flip=True)), atol=1e-5)
 
 
 def test_perfect_predictions_score_one(tiny_benchmark: Path) -> None:
     """An oracle model that returns the label as logits: every metric at its maximum."""
-    records = load_split([RealSourceConfig(name="s", root=tiny_benchmark / "test", domains=["fog"])])
+    records = load_split([FolderSource(name="s", root=tiny_benchmark / "test", domains=["fog"])])
     labels = {i: torch.from_numpy(decode_label(p, CITYSCAPES19).astype(np.int64)) for i, p in enumerate(records.label)}
 
     class Oracle(torch.nn.Module):
@@ -92,7 +93,7 @@ def test_perfect_predictions_score_one(tiny_benchmark: Path) -> None:
                 out.append(torch.nn.functional.one_hot(lab, 19).permute(2, 0, 1).float())
             return torch.stack(out)
 
-    result = evaluate_model(Oracle(), records, CITYSCAPES19, EvalConfig(batch_size=1))
+    result = evaluate_model(PixelLogitModel("oracle", Oracle(), 19), records, CITYSCAPES19, EvalConfig(batch_size=1))
     conf = result.per_image.sum(0)
     assert mean_iou(conf) == 1.0 and np.trace(conf) == conf.sum()
 

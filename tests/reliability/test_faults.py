@@ -27,7 +27,8 @@ from proveseg.data.plan import PlanError
 from proveseg.rundir import RunDir
 from proveseg.study.leaderboard import build_leaderboard
 from proveseg.study.spec import load_study
-from proveseg.train.loop import Preempted, ResumeRefused, _refusal, train
+from proveseg.train.loop import Preempted, ResumeRefused, train
+from proveseg.train.state import refusal
 from tests.train.conftest import make_config
 
 ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"), "OMP_NUM_THREADS": "1"}
@@ -56,8 +57,8 @@ def test_resume_with_another_class_set_or_world_size_is_refused(tiny_benchmark: 
     with pytest.raises(Preempted):
         train(cfg, stop_after=2)
     saved = load_checkpoint(cfg.output_dir / "checkpoints/last.pt")["fingerprint"]
-    assert _refusal(saved, {**saved, "class_set": [*saved["class_set"][:-1], "tram"]}) == "the class set"
-    assert _refusal(saved, {**saved, "world_size": 2}) == "the world size (1 -> 2)"
+    assert refusal(saved, {**saved, "class_set": [*saved["class_set"][:-1], "tram"]}) == "the class set"
+    assert refusal(saved, {**saved, "world_size": 2}) == "the world size (1 -> 2)"
     table = tmp_path / "classes.csv"
     table.write_text("id,name,r,g,b\n" + "".join(f"{i},c{i},{i},0,0\n" for i in range(19)))
     other = cfg.model_copy(update={"data": cfg.data.model_copy(update={"class_set": str(table)})})

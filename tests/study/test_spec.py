@@ -48,10 +48,11 @@ def test_run_configs_follow_the_strategy(tmp_path: Path) -> None:
     noise = runs[("stage1", "gen_random_noise", "idd", "unet_micro", 3)].config
     assert noise.data.noise is not None and noise.data.noise.reference == "cyclegan"
     assert noise.data.generated[0].datasets == ["idd"] and noise.train.seed == 3 and noise.data.seed == 3
-    assert run_dir_name("unet_tiny", 0.125, 2) == "unet_tiny_ratio0p12_s2"
+    assert run_dir_name("unet_tiny", 0.125, 2) == "unet_tiny_ratio0p125_s2"
+    assert run_dir_name("unet_tiny", 0.5, 2) == "unet_tiny_ratio0p50_s2"
     for run in runs.values():  # the leaderboard reads back what the matrix wrote
         key = RunKey.from_run_dir(run.run_dir)
-        assert key == RunKey(run.stage, run.strategy, run.dataset, run.model, round(run.ratio, 2), run.seed)
+        assert key == RunKey(run.stage, run.strategy, run.dataset, run.model, run.ratio, run.seed)
     assert RunKey.from_run_dir(tmp_path / "a/b/c/not_a_run") is None
 
 
@@ -60,7 +61,12 @@ def test_run_configs_follow_the_strategy(tmp_path: Path) -> None:
     ({"ratios": [1.5]}, "ratio 1.5 outside"),
     ({"stages": {"stage3": {}}}, "stages ['stage3'] do not exist"),
     ({"strategies": ["gen_stargan"]}, "no generator 'stargan'"),
-    ({"strategies": ["fancy"]}, "expected baseline, gen_<generator>"),
+    ({"strategies": ["fancy"]}, "expected one of baseline, custom, gen_random_noise, gen_<generator>"),
+    ({"strategies": ["custom"]}, "custom is the strategy of hand-written run configs"),
+    ({"strategies": ["selftrain_x"]}, "no selftrain entry 'x'"),
+    ({"seeds": [0, 0]}, "seeds lists 0 more than once"),
+    ({"ratios": [0.12, 0.125, 0.1249, 0.5, 0.5]}, "ratios lists 0.5 more than once"),
+    ({"ratios": [0.1, 0.1000000000001]}, "ratios lists 0.1, 0.1000000000001 more than once"),
     ({"batch_size": 1}, "cannot hold both"),
 ])
 def test_study_validation_names_the_field(tmp_path: Path, over: dict, field: str) -> None:

@@ -9,10 +9,10 @@ import torch
 
 from proveseg import __version__
 from proveseg.checkpoint import load_checkpoint
-from proveseg.config import RunConfig, load_run_config
-from proveseg.data.plan import PlanError
+from proveseg.config import ClassSetSpec, ConfigError, RunConfig, load_run_config
+from proveseg.data.classes import CITYSCAPES19
 from proveseg.rundir import RunDir
-from proveseg.train.loop import Preempted, ResumeRefused, train
+from proveseg.train.loop import Preempted, ResumeRefused, resolve_class_set_in, train
 
 
 def _weights(path) -> dict[str, torch.Tensor]:  # type: ignore[no-untyped-def]
@@ -34,7 +34,10 @@ def test_half_ratio_run_consumed_exactly_half_generated_and_wrote_the_run_dir(co
     assert (cfg.output_dir / "confusion.npz").exists() and run.best.exists() and run.last.exists()
     run_yaml = (cfg.output_dir / "run.yaml").read_text()
     assert f"# proveseg: {__version__}\n" in run_yaml  # the code version, always
-    assert load_run_config(cfg.output_dir / "run.yaml") == cfg  # the fully resolved config, loadable as is
+    saved = load_run_config(cfg.output_dir / "run.yaml")  # the fully resolved config, loadable as is
+    assert saved == resolve_class_set_in(cfg) and saved.data.class_set != cfg.data.class_set
+    assert isinstance(saved.data.class_set, ClassSetSpec)  # the class set travels whole, not as a name
+    assert saved.data.class_set.names == list(CITYSCAPES19.names) and saved.data.class_set.ignore_index == 255
     lines = [json.loads(x) for x in (cfg.output_dir / "log.jsonl").read_text().splitlines()]
     assert [x["iteration"] for x in lines if "loss" in x] == [1, 2, 3, 4, 5, 6]
     assert [x["iteration"] for x in lines if "eval" in x] == [3, 6]
@@ -96,8 +99,10 @@ def test_fresh_train_into_an_existing_run_is_refused(config_factory) -> None:  #
 def test_empty_generated_group_fails_before_training(config_factory) -> None:  # type: ignore[no-untyped-def]
     cfg: RunConfig = config_factory("empty")
     data = cfg.data.model_copy(update={"generated": []})
-    with pytest.raises(PlanError, match="'generated'"):
-        train(cfg.model_copy(update={"data": data}))
+    with pytest.raises(ConfigError, match=r"strategy .gen_faithful. needs generated data for its share 0\.5"):
+        train(cfg.model_copy(update={"data": data}))  # the strategy knows what its runs plan
+    with pytest.raises(ConfigError, match="strategy 'custom' needs generated data"):  # its shares come from the config
+        train(cfg.model_copy(update={"data": data, "strategy": "custom"}))
     assert not (cfg.output_dir / "checkpoints").exists()
 
 

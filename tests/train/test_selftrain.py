@@ -15,6 +15,7 @@ from torch import nn
 
 from proveseg.cli import main
 from proveseg.config import RunConfig, SelfTrainConfig
+from proveseg.models import PixelLogitModel
 from proveseg.train.diagnose import diagnose
 from proveseg.train.loop import Preempted, train
 from proveseg.train.selftrain import DEFAULT_CLASS_THRESHOLD, SelfTrainer
@@ -36,7 +37,7 @@ class FixedLogits(nn.Module):
 
 
 def _trainer(threshold: object, **kw: object) -> SelfTrainer:
-    return SelfTrainer(SelfTrainConfig(threshold=threshold, **kw), FixedLogits(), num_classes=3, seed=0)
+    return SelfTrainer(SelfTrainConfig(threshold=threshold, **kw), PixelLogitModel("fixed", FixedLogits(), 3), seed=0)
 
 
 def test_global_classwise_and_adaptive_thresholds_mask_what_they_should() -> None:
@@ -64,7 +65,7 @@ def test_st_count_matches_a_direct_count() -> None:
 
 def test_the_teacher_is_never_updated_by_the_optimizer() -> None:
     student = nn.Conv2d(3, 3, 1)
-    st = SelfTrainer(SelfTrainConfig(teacher_decay=0.5), student, 3, 0)
+    st = SelfTrainer(SelfTrainConfig(teacher_decay=0.5), PixelLogitModel("conv", student, 3), 0)
     opt = torch.optim.SGD(student.parameters(), lr=1.0)
     teacher_params = {id(p) for p in st.teacher.parameters()}
     assert not teacher_params & {id(p) for g in opt.param_groups for p in g["params"]}

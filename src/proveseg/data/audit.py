@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -55,6 +56,27 @@ class ConsumptionAudit:
             self.first_batches.append({**{k: counts.get(k, 0) for k in KINDS}, "sources": dict(Counter(sources))})
         self.seen[index] = True
         self.samples += len(index)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue counting after a resume (tensors and plain containers)."""
+        import torch
+
+        return {
+            "kinds": dict(self.kinds), "sources": dict(self.sources), "domains": dict(self.domains),
+            "kind_domain": dict(self.kind_domain), "per_batch": torch.tensor(self.per_batch, dtype=torch.int64),
+            "first_batches": self.first_batches, "seen": torch.from_numpy(self.seen.copy()), "samples": self.samples,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from :meth:`state_dict`'s counts."""
+        self.kinds = Counter(state["kinds"])
+        self.sources = Counter(state["sources"])
+        self.domains = Counter(state["domains"])
+        self.kind_domain = Counter(state["kind_domain"])
+        self.per_batch = [tuple(int(v) for v in row) for row in state["per_batch"].tolist()]
+        self.first_batches = list(state["first_batches"])
+        self.seen = state["seen"].numpy().copy()
+        self.samples = int(state["samples"])
 
     def composition(self) -> np.ndarray:
         """Consumed counts per batch and kind: (batches, len(KINDS))."""

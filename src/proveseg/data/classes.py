@@ -1,10 +1,17 @@
-"""Class sets: names, colour palettes and the ignore value shared by every part of proveseg."""
+"""Class sets: names, colour palettes and the ignore value shared by every part of proveseg.
+
+A class set travels whole: :meth:`ClassSet.to_dict` is what ``run.yaml``, checkpoints and
+``metrics.json`` hold, and :func:`resolve_class_set` rebuilds it from that record (or from a
+built-in name or a class table file) without looking anything up again.
+"""
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -44,6 +51,28 @@ class ClassSet:
             return self.names.index(name)
         except ValueError:
             raise KeyError(f"class {name!r} not in {self.name}; valid: {', '.join(self.names)}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole set as plain data: name, names, ids, palette and ignore value."""
+        return {"name": self.name, "names": list(self.names), "ids": list(range(self.num_classes)),
+                "palette": [list(c) for c in self.palette], "ignore_index": IGNORE_INDEX}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "class set record") -> ClassSet:
+        """Rebuild a set written by :meth:`to_dict`; errors name ``source``."""
+        try:
+            names = tuple(str(n) for n in data["names"])
+            palette = tuple((int(c[0]), int(c[1]), int(c[2])) for c in data["palette"])
+            ids = [int(i) for i in data.get("ids", range(len(names)))]
+            ignore = int(data.get("ignore_index", IGNORE_INDEX))
+            name = str(data["name"])
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ValueError(f"{source}: not a class set (needs name, names, palette): {exc!r}") from None
+        if ids != list(range(len(names))):
+            raise ValueError(f"{source}: class ids must be 0..{len(names) - 1} in order, got {ids}")
+        if ignore != IGNORE_INDEX:
+            raise ValueError(f"{source}: ignore value {ignore}; proveseg uses {IGNORE_INDEX}")
+        return cls(name, names, palette)
 
     def palette_bytes(self) -> list[int]:
         """A 768-entry flat palette for Pillow 'P' images; the ignore value is black."""
@@ -126,8 +155,15 @@ def load_class_table(path: str | Path) -> ClassSet:
                     tuple(entries[i][1] for i in range(len(entries))))
 
 
-def resolve_class_set(name_or_path: str) -> ClassSet:
-    """A built-in class set by name, or a class table file."""
+def resolve_class_set(name_or_path: str | Mapping[str, Any] | Any) -> ClassSet:
+    """A class set from a built-in name, a class table file, or a whole record (dict or ``ClassSetSpec``)."""
+    if isinstance(name_or_path, ClassSet):
+        return name_or_path
+    if hasattr(name_or_path, "model_dump"):
+        name_or_path = name_or_path.model_dump()
+    if isinstance(name_or_path, Mapping):
+        return ClassSet.from_dict(name_or_path)
+    name_or_path = str(name_or_path)
     if name_or_path in CLASS_SETS:
         return CLASS_SETS[name_or_path]
     if Path(name_or_path).suffix.lower() in (".csv", ".yaml", ".yml"):

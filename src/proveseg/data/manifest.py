@@ -319,53 +319,16 @@ def validate_manifest(path: str | Path, generator: str | None = None, *, dataset
     path = Path(path).resolve()
     name = generator or path.parent.name
     root_dir = Path(root).resolve() if root is not None else find_root(path)
-    numbers, cols = read_manifest_columns(path)
-    keep = None
-    for column, wanted in (("dataset", datasets), ("target_domain", target_domains)):
-        if wanted is not None:
-            hit = pc.is_in(cols[column], value_set=pa.array(list(wanted), pa.string()))
-            keep = hit if keep is None else pc.and_(keep, hit)
-    if keep is not None:
-        rows = np.flatnonzero(keep.to_numpy(zero_copy_only=False))
-        numbers = numbers[rows]
-        cols = {c: v.take(pa.array(rows)) for c, v in cols.items()}
-    n = len(numbers)
-    out = _Rejections(n)
+    numbers, cols = _filter_rows(*read_manifest_columns(path), datasets=datasets, target_domains=target_domains)
+    out = _Rejections(len(numbers))
     for c in MANIFEST_COLUMNS:
         out.reject(np.flatnonzero(pc.utf8_length(cols[c]).to_numpy() == 0), "empty_field", f"field {c!r} is empty")
-    resolved: dict[str, _Resolved] = {}
-    listings = _Listings()
-    root_prefix = os.path.join(str(root_dir), "")
-    for c in _PATHS:
-        resolved[c] = res = _resolve_column(cols[c], str(path.parent), root_prefix, allow_absolute, listings)
-        for value, why in ((_ABSOLUTE, "absolute_path"), (_ESCAPES, "path_escapes_root")):
-            out.reject(np.flatnonzero(res.code == value), why,
-                       _details(f"{c}=", cols[c], f" (root {root_dir})", quoted=True))
-    for c in _PATHS:
-        out.reject(np.flatnonzero(resolved[c].code == _MISSING), f"missing_{c.removesuffix('_path')}",
-                   _details(f"{c}: ", resolved[c].paths))
+    resolved = _resolve_paths(cols, path.parent, root_dir, allow_absolute, out)
     found = out.code < 0
     if check_files or deep:
-        rows = np.flatnonzero(found)
-        images = _pick(resolved["generated_path"].paths, rows)
-        labels = resolved["label_path"].paths.take(pa.array(rows))
-        unique_labels = pc.unique(labels)
-        label_of = pc.index_in(labels, value_set=unique_labels).to_numpy()
-        img_headers = _headers(images, threads)
-        lab_headers = _headers(unique_labels.to_pylist(), threads)
-        for i, row in enumerate(rows.tolist()):
-            outcome = _compare(img_headers[i], lab_headers[label_of[i]])
-            if outcome is not None:
-                out.reject(np.asarray([row]), *outcome)
-        if deep:
-            rows = np.flatnonzero(out.code < 0)
-            pairs = list(zip(_pick(resolved["generated_path"].paths, rows),
-                             _pick(resolved["label_path"].paths, rows), strict=True))
-            with ThreadPoolExecutor(max(1, threads)) as pool:  # decoding releases the GIL
-                outcomes = list(pool.map(lambda pair: _decode_check(pair[0], pair[1], class_set), pairs))
-            for row, outcome in zip(rows.tolist(), outcomes, strict=True):
-                if outcome is not None:
-                    out.reject(np.asarray([row]), *outcome)
+        _check_headers(resolved, out, threads)
+    if deep:
+        _check_decoding(resolved, out, class_set, threads)
     valid = out.code < 0
     reports = _dataset_reports(cols["dataset"], numbers, found, out)
     bad = np.flatnonzero(~valid)
@@ -376,6 +339,65 @@ def validate_manifest(path: str | Path, generator: str | None = None, *, dataset
         keep_rows = pa.array(np.flatnonzero(valid))
         columns = {c: v.take(keep_rows) for c, v in columns.items()}
     return ManifestReport(str(path), name, reports, rejected, columns)
+
+
+def _filter_rows(numbers: np.ndarray, cols: dict[str, pa.Array], *, datasets: Iterable[str] | None,
+                 target_domains: Iterable[str] | None) -> tuple[np.ndarray, dict[str, pa.Array]]:
+    """The rows whose dataset and target domain are among those wanted (``None``: any)."""
+    keep = None
+    for column, wanted in (("dataset", datasets), ("target_domain", target_domains)):
+        if wanted is not None:
+            hit = pc.is_in(cols[column], value_set=pa.array(list(wanted), pa.string()))
+            keep = hit if keep is None else pc.and_(keep, hit)
+    if keep is None:
+        return numbers, cols
+    rows = np.flatnonzero(keep.to_numpy(zero_copy_only=False))
+    return numbers[rows], {c: v.take(pa.array(rows)) for c, v in cols.items()}
+
+
+def _resolve_paths(cols: dict[str, pa.Array], base: Path, root_dir: Path, allow_absolute: bool,
+                   out: _Rejections) -> dict[str, _Resolved]:
+    """Resolve the path columns; reject absolute paths, paths leaving the root, then missing files."""
+    resolved: dict[str, _Resolved] = {}
+    listings = _Listings()
+    root_prefix = os.path.join(str(root_dir), "")
+    for c in _PATHS:
+        resolved[c] = res = _resolve_column(cols[c], str(base), root_prefix, allow_absolute, listings)
+        for value, why in ((_ABSOLUTE, "absolute_path"), (_ESCAPES, "path_escapes_root")):
+            out.reject(np.flatnonzero(res.code == value), why,
+                       _details(f"{c}=", cols[c], f" (root {root_dir})", quoted=True))
+    for c in _PATHS:
+        out.reject(np.flatnonzero(resolved[c].code == _MISSING), f"missing_{c.removesuffix('_path')}",
+                   _details(f"{c}: ", resolved[c].paths))
+    return resolved
+
+
+def _check_headers(resolved: dict[str, _Resolved], out: _Rejections, threads: int) -> None:
+    """Read the headers of each image and label not yet rejected; reject unreadable, truncated or mismatched pairs."""
+    rows = np.flatnonzero(out.code < 0)
+    images = _pick(resolved["generated_path"].paths, rows)
+    labels = resolved["label_path"].paths.take(pa.array(rows))
+    unique_labels = pc.unique(labels)
+    label_of = pc.index_in(labels, value_set=unique_labels).to_numpy()
+    img_headers = _headers(images, threads)
+    lab_headers = _headers(unique_labels.to_pylist(), threads)
+    for i, row in enumerate(rows.tolist()):
+        outcome = _compare(img_headers[i], lab_headers[label_of[i]])
+        if outcome is not None:
+            out.reject(np.asarray([row]), *outcome)
+
+
+def _check_decoding(resolved: dict[str, _Resolved], out: _Rejections, class_set: ClassSet | None,
+                    threads: int) -> None:
+    """Decode each image and label not yet rejected; reject failures and label values outside the class set."""
+    rows = np.flatnonzero(out.code < 0)
+    pairs = list(zip(_pick(resolved["generated_path"].paths, rows),
+                     _pick(resolved["label_path"].paths, rows), strict=True))
+    with ThreadPoolExecutor(max(1, threads)) as pool:  # decoding releases the GIL
+        outcomes = list(pool.map(lambda pair: _decode_check(pair[0], pair[1], class_set), pairs))
+    for row, outcome in zip(rows.tolist(), outcomes, strict=True):
+        if outcome is not None:
+            out.reject(np.asarray([row]), *outcome)
 
 
 def _pick(column: pa.Array, rows: np.ndarray) -> list[str]:

@@ -6,25 +6,25 @@ the trainer all consume the same code path.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from torch.utils.data import DataLoader, default_collate
 
-from proveseg.config import DataConfig, RealSourceConfig
+from proveseg.config import DataConfig, GeneratedSourceConfig
 from proveseg.data.classes import ClassSet, resolve_class_set
 from proveseg.data.dataset import SegmentationDataset
 from proveseg.data.manifest import ManifestError, ManifestReport, validate_manifest
 from proveseg.data.plan import BatchPlanSpec, Group, Member, cumulative_counts
-from proveseg.data.readers import read_dataset
-from proveseg.data.records import KINDS, RecordTable
+from proveseg.data.records import KINDS, NOISE_SOURCE, RecordTable
 from proveseg.data.sampler import PlanBatchSampler
 from proveseg.data.transforms import TransformSpec
+from proveseg.readers import SourceConfig, read_source
 
 __all__ = ["LabelPreflightError", "MemberInfo", "TrainingData", "build_training_data", "manifest_failure",
            "preflight_labels"]
 
-NOISE_SOURCE = "random_noise"
+
 
 
 @dataclass(frozen=True)
@@ -123,72 +123,100 @@ def preflight_labels(records: RecordTable, class_set: ClassSet, per_source: int 
                 f"ignore value and {class_set.name} has {class_set.num_classes} classes: map the foreground to 1")
 
 
+@dataclass
+class _Gathered:
+    """What reading the sources collects, in reading order: tables, members, hashes, skips, reports."""
+
+    tables: list[RecordTable] = field(default_factory=list)
+    members: list[MemberInfo] = field(default_factory=list)
+    hashes: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, dict[str, int]] = field(default_factory=dict)
+    validation: dict[str, object] = field(default_factory=dict)
+
+    def add(self, group: str, name: str, table: RecordTable, repeat: float) -> Member:
+        """Record ``table`` as a member of ``group``; returns the plan's member."""
+        self.tables.append(table)
+        self.members.append(MemberInfo(group, name, len(table), repeat))
+        self.hashes[f"{group}/{name}"] = table.sha256()
+        return Member(name, len(table), repeat)
+
+    def read(self, src: SourceConfig) -> RecordTable:
+        """The source's records (reader, ``domains``, ``take``); its skips are kept by source name."""
+        result = read_source(src)
+        if result.skipped:
+            self.skipped[src.name] = dict(result.skipped)
+        return result.records
+
+
+def _real_group(cfg: DataConfig, gathered: _Gathered) -> Group:
+    """The labeled real sources."""
+    members = [gathered.add("real", src.name, gathered.read(src), src.repeat) for src in cfg.real]
+    return Group("real", (1.0 - cfg.unlabeled_share) * cfg.real_gen_ratio, tuple(members))
+
+
+def _manifest_records(gen: GeneratedSourceConfig, class_set: ClassSet, gathered: _Gathered) -> RecordTable:
+    """A generator's validated manifest rows; invalid rows raise or are counted, per ``on_invalid``."""
+    report = validate_manifest(gen.manifest, gen.name, datasets=gen.datasets, target_domains=gen.target_domains,
+                               deep=gen.deep, class_set=class_set, root=gen.root, allow_absolute=gen.allow_absolute)
+    gathered.validation[gen.name] = report.as_dict()["datasets"]
+    if report.n_invalid:
+        if gen.on_invalid == "error":
+            raise ManifestError(manifest_failure(report))
+        gathered.skipped[gen.name] = report.rejected_by_reason()
+    return report.records
+
+
+def _as_noise(table: RecordTable) -> RecordTable:
+    """The noise control's rows: the reference generator's entries (origin image, label kept) as kind noise."""
+    return RecordTable.from_columns({
+        "image": table.origin, "label": table.label, "dataset": table.dataset, "domain": table.domain,
+        "kind": "noise", "source": NOISE_SOURCE, "origin": table.origin}, n=len(table))
+
+
+def _generated_group(cfg: DataConfig, class_set: ClassSet, gathered: _Gathered) -> Group | None:
+    """The generated sources, or the noise control in their place; None when neither has a share."""
+    share = (1.0 - cfg.unlabeled_share) * (1.0 - cfg.real_gen_ratio)
+    if share <= 0 and cfg.noise is None:
+        return None
+    members = []
+    for gen in cfg.generated:
+        if cfg.noise is not None and gen.name != cfg.noise.reference:
+            continue
+        table = _manifest_records(gen, class_set, gathered)
+        if cfg.noise is not None:
+            members.append(gathered.add("noise", NOISE_SOURCE, _as_noise(table), gen.repeat))
+        else:
+            members.append(gathered.add("generated", gen.name, table, gen.repeat))
+    return Group("noise" if cfg.noise is not None else "generated", share, tuple(members))
+
+
+def _unlabeled_group(cfg: DataConfig, gathered: _Gathered) -> Group | None:
+    """The unlabeled sources (their labels dropped); None when there are none and no share."""
+    if cfg.unlabeled_share <= 0 and not cfg.unlabeled:
+        return None
+    members = []
+    for src in cfg.unlabeled:
+        table = gathered.read(src)
+        unlabeled = RecordTable.from_columns({
+            "image": table.image, "label": "", "dataset": table.dataset, "domain": table.domain,
+            "kind": "unlabeled", "source": src.name, "origin": ""}, n=len(table))
+        members.append(gathered.add("unlabeled", src.name, unlabeled, src.repeat))
+    return Group("unlabeled", cfg.unlabeled_share, tuple(members))
+
+
 def build_training_data(cfg: DataConfig, world_size: int = 1) -> TrainingData:
     """Read every source, validate manifests, and build the plan and dataset."""
     class_set = resolve_class_set(cfg.class_set)
-    tables: list[RecordTable] = []
-    members: list[MemberInfo] = []
-    hashes: dict[str, str] = {}
-    skipped: dict[str, dict[str, int]] = {}
-    validation: dict[str, object] = {}
-
-    def add(group: str, name: str, table: RecordTable, repeat: float) -> Member:
-        tables.append(table)
-        members.append(MemberInfo(group, name, len(table), repeat))
-        hashes[f"{group}/{name}"] = table.sha256()
-        return Member(name, len(table), repeat)
-
-    def read(src: RealSourceConfig) -> RecordTable:
-        result = read_dataset(src.reader, src.root, src.name, src.on_invalid, **src.reader_options())
-        table = result.records
-        if src.domains is not None:
-            table = table.take(np.isin(table.domain, src.domains))
-        if src.take is not None:
-            order = np.random.default_rng([src.take_seed, 0x7A4E]).permutation(len(table))
-            lo, hi = (round(f * len(table)) for f in src.take)
-            table = table.take(np.sort(order[lo:hi]))
-        if result.skipped:
-            skipped[src.name] = dict(result.skipped)
-        return table
-
-    labeled_share = 1.0 - cfg.unlabeled_share
-    real_members = [add("real", src.name, read(src), src.repeat) for src in cfg.real]
-    groups = [Group("real", labeled_share * cfg.real_gen_ratio, tuple(real_members))]
-    other_share = labeled_share * (1.0 - cfg.real_gen_ratio)
-    used = [g for g in cfg.generated if cfg.noise is None or g.name == cfg.noise.reference]
-    if other_share > 0 or cfg.noise is not None:
-        gen_members = []
-        for gen in used:
-            report = validate_manifest(gen.manifest, gen.name, datasets=gen.datasets,
-                                       target_domains=gen.target_domains, deep=gen.deep, class_set=class_set,
-                                       root=gen.root, allow_absolute=gen.allow_absolute)
-            validation[gen.name] = report.as_dict()["datasets"]
-            if report.n_invalid:
-                if gen.on_invalid == "error":
-                    raise ManifestError(manifest_failure(report))
-                skipped[gen.name] = report.rejected_by_reason()
-            table = report.records
-            if cfg.noise is not None:
-                table = RecordTable.from_columns({
-                    "image": table.origin, "label": table.label, "dataset": table.dataset, "domain": table.domain,
-                    "kind": "noise", "source": NOISE_SOURCE, "origin": table.origin}, n=len(table))
-                gen_members.append(add("noise", NOISE_SOURCE, table, gen.repeat))
-            else:
-                gen_members.append(add("generated", gen.name, table, gen.repeat))
-        groups.append(Group("noise" if cfg.noise is not None else "generated", other_share, tuple(gen_members)))
-    if cfg.unlabeled_share > 0 or cfg.unlabeled:
-        unlabeled_members = []
-        for src in cfg.unlabeled:
-            src_table = read(src)
-            unlabeled = RecordTable.from_columns({
-                "image": src_table.image, "label": "", "dataset": src_table.dataset, "domain": src_table.domain,
-                "kind": "unlabeled", "source": src.name, "origin": ""}, n=len(src_table))
-            unlabeled_members.append(add("unlabeled", src.name, unlabeled, src.repeat))
-        groups.append(Group("unlabeled", cfg.unlabeled_share, tuple(unlabeled_members)))
+    gathered = _Gathered()
+    groups = [_real_group(cfg, gathered)]  # read in this order: records concatenate in it
+    generated = _generated_group(cfg, class_set, gathered)
+    unlabeled = _unlabeled_group(cfg, gathered)
+    groups += [g for g in (generated, unlabeled) if g is not None]
     spec = BatchPlanSpec(tuple(groups), cfg.batch_size, cfg.seed, world_size)
-    records = RecordTable.concat(tables)
+    records = RecordTable.concat(gathered.tables)
     preflight_labels(records, class_set)
     t = cfg.transforms
     transform = TransformSpec(resize=t.resize, scale=t.scale, crop=t.crop, hflip=t.hflip, jitter=t.jitter)
     dataset = SegmentationDataset(records, class_set, transform, cfg.seed)
-    return TrainingData(cfg, class_set, records, spec, dataset, members, hashes, validation, skipped)
+    return TrainingData(cfg, class_set, records, spec, dataset, gathered.members, gathered.hashes,
+                        gathered.validation, gathered.skipped)

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["COLUMNS", "KINDS", "SOURCE_DOMAIN", "RecordTable"]
+__all__ = ["COLUMNS", "KINDS", "NOISE_SOURCE", "SOURCE_DOMAIN", "RecordTable"]
 
 COLUMNS = ("image", "label", "dataset", "domain", "kind", "source", "origin")
 KINDS = ("real", "generated", "noise", "unlabeled")
 SOURCE_DOMAIN = "clear_day"  # the domain generated images are translated from
+NOISE_SOURCE = "random_noise"  # the source name of the noise control's samples
 _STR = np.dtypes.StringDType()
 
 

@@ -10,10 +10,10 @@ by majority vote. A generator can fail at pixel level and still keep the coarse 
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch import nn
 from torchvision.transforms.v2 import functional as F
 
 from proveseg.data.classes import IGNORE_INDEX, ClassSet
@@ -21,8 +21,11 @@ from proveseg.data.decode import decode_label, load_image
 from proveseg.data.records import RecordTable
 from proveseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from proveseg.evaluate.confusion import confusion_matrix
-from proveseg.evaluate.inference import InferenceSpec, predict_logits
+from proveseg.evaluate.inference import InferenceSpec
 from proveseg.evaluate.metrics import mean_iou
+
+if TYPE_CHECKING:
+    from proveseg.models import SegmentationModel
 
 __all__ = ["BLOCKS", "block_majority", "consistency_report"]
 
@@ -43,12 +46,12 @@ def block_majority(mask: np.ndarray, block: int, num_classes: int) -> np.ndarray
 
 
 @torch.no_grad()
-def _predict(model: nn.Module, path: str, spec: InferenceSpec, num_classes: int, device: str) -> np.ndarray:
+def _predict(model: SegmentationModel, path: str, spec: InferenceSpec, device: str) -> np.ndarray:
     x = F.normalize(load_image(path).float().div(255), list(IMAGENET_MEAN), list(IMAGENET_STD))[None].to(device)
-    return predict_logits(model, x, spec, num_classes).argmax(1)[0].cpu().numpy().astype(np.uint8)
+    return model.predict(x, spec).argmax(1)[0].cpu().numpy().astype(np.uint8)
 
 
-def consistency_report(model: nn.Module, records: RecordTable, class_set: ClassSet,
+def consistency_report(model: SegmentationModel, records: RecordTable, class_set: ClassSet,
                        spec: InferenceSpec | None = None, device: str = "cpu") -> dict[str, dict[str, dict]]:
     """{generator: {target domain: numbers}} for generated ``records``."""
     spec = spec or InferenceSpec()
@@ -61,10 +64,10 @@ def consistency_report(model: nn.Module, records: RecordTable, class_set: ClassS
     for i in range(len(records)):
         key = (str(records.source[i]), str(records.domain[i]))
         label = decode_label(str(records.label[i]), class_set)
-        pred_gen = _predict(model, str(records.image[i]), spec, c, device)
+        pred_gen = _predict(model, str(records.image[i]), spec, device)
         origin = str(records.origin[i])
         if origin not in originals:
-            originals[origin] = _predict(model, origin, spec, c, device)
+            originals[origin] = _predict(model, origin, spec, device)
         pred_orig = originals[origin]
         a = acc[key]
         a["semantic"] += confusion_matrix(label, pred_gen, c)

@@ -1,14 +1,19 @@
-"""Inference modes: whole image (padded to the model's stride) or sliding window, optional flip."""
+"""Inference modes over a model's one-forward function: whole image or sliding window, optional flip.
+
+The model adapter (``proveseg.models``) supplies the forward (padding to its stride and turning
+its outputs into per-pixel class scores); this module only tiles and averages.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-__all__ = ["InferenceSpec", "predict_logits"]
+__all__ = ["Forward", "InferenceSpec", "predict_logits"]
+
+Forward = Callable[[torch.Tensor], torch.Tensor]  # images (N, 3, h, w) -> class scores (N, C, h, w)
 
 
 @dataclass(frozen=True)
@@ -17,18 +22,9 @@ class InferenceSpec:
     crop: tuple[int, int] | None = None  # slide: window (H, W)
     stride: tuple[int, int] | None = None  # slide: step (H, W)
     flip: bool = False  # average with the horizontally flipped prediction
-    divisor: int = 32  # inputs are padded to a multiple of this
 
 
-def _forward_padded(model: nn.Module, x: torch.Tensor, divisor: int) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % divisor, (-w) % divisor
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="constant", value=0.0)
-    return model(x)[..., :h, :w]
-
-
-def _slide(model: nn.Module, x: torch.Tensor, spec: InferenceSpec, num_classes: int) -> torch.Tensor:
+def _slide(forward: Forward, x: torch.Tensor, spec: InferenceSpec, num_classes: int) -> torch.Tensor:
     if spec.crop is None or spec.stride is None:
         raise ValueError("sliding-window inference needs crop and stride")
     (ch, cw), (sh, sw) = spec.crop, spec.stride
@@ -45,20 +41,20 @@ def _slide(model: nn.Module, x: torch.Tensor, spec: InferenceSpec, num_classes: 
         for left in cols:
             y0, x0 = max(top, 0), max(left, 0)
             window = x[..., y0:y0 + ch, x0:x0 + cw]
-            logits[..., y0:y0 + ch, x0:x0 + cw] += _forward_padded(model, window, spec.divisor)
+            logits[..., y0:y0 + ch, x0:x0 + cw] += forward(window)
             count[..., y0:y0 + ch, x0:x0 + cw] += 1
     return logits / count
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, spec: InferenceSpec, num_classes: int) -> torch.Tensor:
-    """Logits (N, C, H, W) for normalised images (N, 3, H, W)."""
+def predict_logits(forward: Forward, images: torch.Tensor, spec: InferenceSpec, num_classes: int) -> torch.Tensor:
+    """Class scores (N, C, H, W) for normalised images (N, 3, H, W) through ``forward``."""
     def run(x: torch.Tensor) -> torch.Tensor:
         if spec.mode == "slide":
-            return _slide(model, x, spec, num_classes)
+            return _slide(forward, x, spec, num_classes)
         if spec.mode != "whole":
             raise ValueError(f"inference mode {spec.mode!r}: expected whole or slide")
-        return _forward_padded(model, x, spec.divisor)
+        return forward(x)
 
     logits = run(images)
     if spec.flip:

@@ -7,12 +7,12 @@ aAcc is correct / labeled pixels. Intervals resample test images (their confusio
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["bootstrap_miou", "class_accuracy", "iou_per_class", "mean_iou", "overall_accuracy",
-           "paired_bootstrap_diff", "summarize"]
+__all__ = ["bootstrap_miou", "class_accuracy", "domain_summary", "iou_per_class", "mean_iou", "overall_accuracy",
+           "paired_bootstrap_diff", "paired_bootstrap_gain", "summarize"]
 
 
 def iou_per_class(conf: np.ndarray) -> np.ndarray:
@@ -62,21 +62,43 @@ def bootstrap_miou(per_image: np.ndarray, n_boot: int = 1000, seed: int = 0,
     return float(lo), float(hi)
 
 
+def paired_bootstrap_gain(pairs: Sequence[tuple[np.ndarray, np.ndarray]], n_boot: int = 1000, seed: int = 0,
+                          level: float = 0.95) -> tuple[float, float, float]:
+    """Mean over pairs of mIoU(a) - mIoU(b), each pair on the same test images: (point, low, high).
+
+    Every pair gets its own image resample, the same for both of its runs; the interval is the
+    percentile interval of the mean difference. This is the one bootstrap the metrics, the
+    leaderboard and the report use.
+    """
+    if not pairs:
+        raise ValueError("paired bootstrap needs at least one pair of runs")
+    rng = np.random.default_rng(seed)
+    deltas, points = [], []
+    for a, b in pairs:
+        if a.shape != b.shape:
+            raise ValueError(f"paired runs need the same test images: {a.shape} vs {b.shape}")
+        n = len(a)
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
+        boot = [np.asarray(mean_iou((counts @ x.reshape(n, -1).astype(np.float64)).reshape(n_boot, *x.shape[1:])))
+                for x in (a, b)]
+        deltas.append(boot[0] - boot[1])
+        points.append(float(mean_iou(a.sum(axis=0))) - float(mean_iou(b.sum(axis=0))))
+    lo, hi = np.nanpercentile(np.mean(deltas, axis=0), [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
+    return float(np.mean(points)), float(lo), float(hi)
+
+
 def paired_bootstrap_diff(per_image_a: np.ndarray, per_image_b: np.ndarray, n_boot: int = 1000, seed: int = 0,
                           level: float = 0.95) -> tuple[float, float, float]:
     """mIoU(a) - mIoU(b) on the same test images: (point, low, high), the same resample for both."""
-    if per_image_a.shape != per_image_b.shape:
-        raise ValueError(f"paired runs need the same test images: {per_image_a.shape} vs {per_image_b.shape}")
-    n = len(per_image_a)
-    counts = _resample_counts(n, n_boot, seed)
-    diffs = []
-    for conf in (per_image_a, per_image_b):
-        boot = (counts @ conf.reshape(n, -1).astype(np.float64)).reshape(n_boot, *conf.shape[1:])
-        diffs.append(np.asarray(mean_iou(boot)))
-    delta = diffs[0] - diffs[1]
-    point = float(mean_iou(per_image_a.sum(axis=0))) - float(mean_iou(per_image_b.sum(axis=0)))
-    lo, hi = np.nanpercentile(delta, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
-    return point, float(lo), float(hi)
+    return paired_bootstrap_gain([(per_image_a, per_image_b)], n_boot, seed, level)
+
+
+def domain_summary(per_domain: Mapping[str, np.ndarray]) -> dict[str, object]:
+    """Overall and per-domain numbers from one summed confusion matrix per domain (validation's metrics)."""
+    total = np.sum(list(per_domain.values()), axis=0)
+    by_domain = {d: float(mean_iou(conf)) for d, conf in sorted(per_domain.items())}
+    return {"mIoU": float(mean_iou(total)), "aAcc": overall_accuracy(total), "per_domain": by_domain,
+            "domain_mean_mIoU": float(np.mean(list(by_domain.values())))}
 
 
 def summarize(per_image: np.ndarray, domains: Sequence[str], class_names: Sequence[str],

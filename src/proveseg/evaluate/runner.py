@@ -6,22 +6,25 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, default_collate
 
 from proveseg.atomic import atomic_write_bytes, atomic_write_json
-from proveseg.config import EvalConfig, RealSourceConfig
+from proveseg.config import EvalConfig
 from proveseg.data.classes import ClassSet
 from proveseg.data.dataset import SegmentationDataset
-from proveseg.data.readers import read_dataset
 from proveseg.data.records import RecordTable
 from proveseg.data.transforms import TransformSpec
 from proveseg.evaluate.confusion import confusion_matrix_torch
-from proveseg.evaluate.inference import InferenceSpec, predict_logits
+from proveseg.evaluate.inference import InferenceSpec
 from proveseg.evaluate.metrics import summarize
+from proveseg.readers import SourceConfig, read_source
+
+if TYPE_CHECKING:  # the adapters live in proveseg.models, which builds on this package's inference modes
+    from proveseg.models import SegmentationModel
 
 __all__ = ["EvalResult", "evaluate_model", "load_split", "read_confusion", "write_results"]
 
@@ -33,23 +36,17 @@ class EvalResult:
     images: list[str]
 
 
-def load_split(sources: Sequence[RealSourceConfig]) -> RecordTable:
-    """Records of a validation or test split; errors name the source."""
+def load_split(sources: Sequence[SourceConfig]) -> RecordTable:
+    """Records of a validation or test split, each source read by ``read_source``; errors name the source."""
     if not sources:
         raise ValueError("no evaluation sources configured (evaluation.test / evaluation.val in the run config)")
-    tables = []
-    for src in sources:
-        table = read_dataset(src.reader, src.root, src.name, src.on_invalid, **src.reader_options()).records
-        if src.domains is not None:
-            table = table.take(np.isin(table.domain, src.domains))
-        tables.append(table)
-    return RecordTable.concat(tables)
+    return RecordTable.concat([read_source(src).records for src in sources])
 
 
 @torch.no_grad()
-def evaluate_model(model: nn.Module, records: RecordTable, class_set: ClassSet, cfg: EvalConfig,
+def evaluate_model(model: SegmentationModel, records: RecordTable, class_set: ClassSet, cfg: EvalConfig,
                    device: torch.device | str = "cpu", num_workers: int = 0) -> EvalResult:
-    """Per-image confusion matrices of ``model`` over ``records`` (accumulated on ``device``)."""
+    """Per-image confusion matrices of ``model`` (an adapter) over ``records`` (accumulated on ``device``)."""
     spec = InferenceSpec(cfg.mode, cfg.crop, cfg.stride, cfg.flip)
     dataset = SegmentationDataset(records, class_set, TransformSpec(hflip=False))
     loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=num_workers,
@@ -57,8 +54,7 @@ def evaluate_model(model: nn.Module, records: RecordTable, class_set: ClassSet, 
     model = model.to(device).eval()
     matrices, domains, images = [], [], []
     for batch in loader:
-        logits = predict_logits(model, batch["image"].to(device), spec, class_set.num_classes)
-        pred = logits.argmax(dim=1)
+        pred = model.predict(batch["image"].to(device), spec).argmax(dim=1)
         mask = batch["mask"].to(device)
         for j in range(len(pred)):
             matrices.append(confusion_matrix_torch(mask[j], pred[j], class_set.num_classes).cpu())
@@ -73,7 +69,8 @@ def write_results(out_dir: str | Path, result: EvalResult, class_set: ClassSet, 
     """Write ``metrics.json`` and ``confusion.npz`` atomically; returns the metrics."""
     out = Path(out_dir)
     metrics = summarize(result.per_image, result.domains, class_set.names, n_boot=n_boot)
-    metrics.update({"iteration": iteration, "class_set": class_set.name, **(extra or {})})
+    metrics.update({"iteration": iteration, "class_set": class_set.name, "classes": class_set.to_dict(),
+                    **(extra or {})})
     buf = io.BytesIO()
     np.savez_compressed(buf, per_image=result.per_image, domains=np.asarray(result.domains, dtype=str),
                         images=np.asarray(result.images, dtype=str), class_names=np.asarray(class_set.names))
@@ -95,9 +92,8 @@ def evaluate_target(target: str | Path, split: str = "test", data_config: str | 
     The run config comes from ``data_config``, else the run directory's ``run.yaml``, else the copy
     stored in the checkpoint. Results go to ``out_dir``, else the run directory.
     """
-    from proveseg.checkpoint import load_model
+    from proveseg.checkpoint import checkpoint_class_set, load_model
     from proveseg.config import load_run_config, parse_run_config
-    from proveseg.data.classes import resolve_class_set
 
     path = Path(target)
     if path.is_dir():
@@ -119,7 +115,7 @@ def evaluate_target(target: str | Path, split: str = "test", data_config: str | 
         raise ValueError(f"{ckpt}: no run config found; pass --data CONFIG")
     if split not in ("test", "val"):
         raise ValueError(f"split {split!r}: expected test or val")
-    class_set = resolve_class_set(str(state["model"].get("class_set", cfg.data.class_set)))
+    class_set = checkpoint_class_set(state, ckpt)
     records = load_split(cfg.evaluation.test if split == "test" else cfg.evaluation.val)
     result = evaluate_model(model, records, class_set, cfg.evaluation, device)
     extra = {"split": split, "checkpoint": str(ckpt), "model": state["model"]["name"]}

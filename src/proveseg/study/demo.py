@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from proveseg.synth.build import SynthSpec
 from proveseg.synth.generators import GENERATORS
 
-__all__ = ["DEMO_STRATEGIES", "demo_spec", "demo_study"]
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = ["DEMO_STRATEGIES", "demo_spec", "demo_study", "run_demo", "write_demo_study"]
 
 DEMO_STRATEGIES = ["baseline", *(f"gen_{g}" for g in GENERATORS), "gen_random_noise"]
 
@@ -45,7 +49,43 @@ def demo_study(data: Path, results: Path, quick: bool) -> dict[str, Any]:
 
 
 def write_demo_study(data: Path, results: Path, quick: bool) -> Path:
+    """Write the demo's study to ``results/study.yaml`` and return its path."""
     path = results / "study.yaml"
     results.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(demo_study(data, results, quick), sort_keys=False), encoding="utf-8")
     return path
+
+
+def run_demo(quick: bool, data: Path, results: Path, workers: int, console: Console) -> int:
+    """The demo end to end, with progress on ``console``: build the benchmark in ``data`` (kept if it exists),
+    train what is not done of the stage-1 study in ``results``, print its leaderboard, write ``report.html``.
+
+    Returns the exit code: 0, or 1 when a run failed.
+    """
+    from proveseg.render import print_leaderboard, synth_table
+    from proveseg.study.executors import run_local
+    from proveseg.study.leaderboard import build_leaderboard
+    from proveseg.study.matrix import expand
+    from proveseg.study.report import write_report
+    from proveseg.study.spec import load_study
+    from proveseg.synth.build import build_benchmark
+
+    start = time.perf_counter()
+    console.print(f"[bold]proveseg demo[/bold]{' (quick)' if quick else ''}: 1/4 synthetic benchmark in {data}")
+    info = build_benchmark(data, demo_spec(quick), workers=workers, progress=console.is_terminal)
+    console.print(synth_table(info, "images per split / domain / generator"))
+    study_path = write_demo_study(data, results, quick)
+    runs = expand(load_study(study_path))
+    console.print(f"2/4 stage-1 study {study_path}: {len(runs)} runs (skips runs already done)", highlight=False)
+    codes = run_local(runs, max_parallel=1)
+    failed = [k for k, v in codes.items() if v not in (0, -1)]
+    console.print("3/4 leaderboard (only runs whose composition.json proves their data mix are ranked)")
+    doc = build_leaderboard(results, "stage1", n_boot=200 if quick else 1000)
+    print_leaderboard(console, doc, f"{results} (stage1)")
+    report = write_report(results, results / "report.html", "stage1")
+    console.print(f"4/4 report: {report}", highlight=False)
+    console.print(f"demo finished in {time.perf_counter() - start:.0f} s", highlight=False)
+    if failed:
+        console.print(f"[red]{len(failed)} run(s) failed[/red]: " + ", ".join(failed))
+        return 1
+    return 0

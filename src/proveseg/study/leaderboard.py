@@ -18,32 +18,33 @@ from typing import Any
 
 import numpy as np
 
+from proveseg.config import ConfigError, DataConfig, load_run_config
 from proveseg.data.records import SOURCE_DOMAIN
-from proveseg.evaluate.metrics import mean_iou
+from proveseg.evaluate.metrics import paired_bootstrap_gain
 from proveseg.evaluate.runner import read_confusion
-from proveseg.study.matrix import RunKey, strategy_type
+from proveseg.strategies import parse_strategy
+from proveseg.study.runkey import RunKey
 
 __all__ = ["RunRecord", "build_leaderboard", "collect_runs"]
+
+Cell = tuple[str, str, int]
 
 
 @dataclass(frozen=True)
 class RunRecord(RunKey):
     """A run found under a results root: its metrics when it proves its mix, else why it is invalid."""
 
-    run_dir: Path
+    run_dir: Path = Path()
     metrics: dict[str, Any] = field(default_factory=dict)
     invalid: str | None = None
+    type: str = "?"
 
     @property
     def label(self) -> str:
         return self.strategy
 
-    @property
-    def cell(self) -> tuple[str, str, int]:
-        return self.dataset, self.model, self.seed
 
-
-def _check(run_dir: Path, strategy: str) -> str | None:
+def _status_problem(run_dir: Path) -> str | None:
     status_file = run_dir / "status"
     if not status_file.exists():
         return "not started"
@@ -53,47 +54,63 @@ def _check(run_dir: Path, strategy: str) -> str | None:
     for name in ("metrics.json", "composition.json", "confusion.npz"):
         if not (run_dir / name).exists():
             return f"no {name}"
-    comp = json.loads((run_dir / "composition.json").read_text(encoding="utf-8"))
-    if not comp.get("matches_request"):
-        return "consumed mix differs from the request: " + "; ".join(comp.get("problems", [])[:2])
-    kinds = comp["consumed"]["per_kind"]
-    total = sum(kinds.values())
-    if total == 0:
-        return "consumed no samples"
-    kind = strategy_type(strategy)
-    extra = kinds.get("generated", 0) + kinds.get("noise", 0)
-    if kind in ("Base", "Std"):
-        return None if extra == 0 else f"{strategy} consumed {extra} generated/noise samples"
-    wanted_kind = "noise" if kind == "Noise" else "generated"
-    requested = 1.0 - float(comp["requested"]["real_gen_ratio"])
-    got = kinds.get(wanted_kind, 0) / total
-    if abs(got - requested) > 1.0 / total or (requested > 0 and kinds.get(wanted_kind, 0) == 0):
-        return f"requested {requested:.1%} {wanted_kind}, consumed {got:.1%} ({kinds.get(wanted_kind, 0)} of {total})"
-    if kind == "Gen":
-        source = strategy.removeprefix("gen_")
-        if requested > 0 and comp["consumed"]["per_source"].get(source, 0) == 0:
-            return f"no sample of generator {source!r} consumed"
     return None
 
 
-def collect_runs(results_root: str | Path, stage: str | None = None) -> list[RunRecord]:
-    """Every run directory under ``<root>/<stage>/<strategy>/<dataset>/<model>_ratioXpXX_sN``."""
-    root = Path(results_root)
-    runs = []
-    for run_dir in sorted(root.glob("*/*/*/*")):
+def _requested_data(run_dir: Path, comp: dict[str, Any]) -> DataConfig:
+    """The data request a run is proven against: its ``run.yaml``, else (older runs) its composition record."""
+    if (run_dir / "run.yaml").exists():
+        return load_run_config(run_dir / "run.yaml").data
+    groups = comp.get("requested", {}).get("groups", {})
+    return DataConfig(real_gen_ratio=float(comp["requested"]["real_gen_ratio"]),
+                      unlabeled_share=float(groups.get("unlabeled", {}).get("share", 0.0)))
+
+
+def _check(run_dir: Path, strategy: str) -> str | None:
+    """Why a run does not prove its strategy's mix, else None: status, files, request match, proof rule."""
+    problem = _status_problem(run_dir)
+    if problem:
+        return problem
+    comp = json.loads((run_dir / "composition.json").read_text(encoding="utf-8"))
+    if not comp.get("matches_request"):
+        return "consumed mix differs from the request: " + "; ".join(comp.get("problems", [])[:2])
+    try:
+        return parse_strategy(strategy).prove(_requested_data(run_dir, comp), comp["consumed"])
+    except (ValueError, KeyError) as exc:
+        return f"cannot be checked: {exc}"
+
+
+def _record(run_dir: Path, stage: str | None) -> RunRecord | None:
+    try:
         key = RunKey.from_run_dir(run_dir)
-        if key is None or not run_dir.is_dir() or (stage is not None and key.stage != stage):
-            continue
-        invalid = _check(run_dir, key.strategy)
-        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")) if invalid is None else {}
-        runs.append(RunRecord(**asdict(key), run_dir=run_dir, metrics=metrics, invalid=invalid))
+        bad_config = None
+    except ConfigError as exc:
+        key, bad_config = RunKey.from_path(run_dir), f"run.yaml does not validate: {exc}".replace("\n", " ")
+    if key is None or (stage is not None and key.stage != stage):
+        return None
+    invalid = bad_config or _check(run_dir, key.strategy)
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")) if invalid is None else {}
+    try:
+        kind = parse_strategy(key.strategy).type
+    except ValueError:
+        kind = "?"
+    return RunRecord(**asdict(key), run_dir=run_dir, metrics=metrics, invalid=invalid, type=kind)
+
+
+def collect_runs(results_root: str | Path, stage: str | None = None) -> list[RunRecord]:
+    """Every run directory under ``<root>/<stage>/<strategy>/<dataset>/<run>``; identity from its ``run.yaml``."""
+    runs = []
+    for run_dir in sorted(Path(results_root).glob("*/*/*/*")):
+        record = _record(run_dir, stage) if run_dir.is_dir() else None
+        if record is not None:
+            runs.append(record)
     return runs
 
 
-def _paired_gain(runs: list[RunRecord], base: dict[tuple[str, str, int], RunRecord], cells: list,
+def _paired_gain(runs: list[RunRecord], base: dict[Cell, RunRecord], cells: list[Cell],
                  n_boot: int, seed: int) -> tuple[float, float, float]:
-    rng = np.random.default_rng(seed)
-    diffs, points = [], []
+    """Gain of ``runs`` over the ``base`` runs of the same cells (metrics' one paired bootstrap)."""
+    pairs = []
     for run in runs:
         if run.cell not in cells:
             continue
@@ -101,15 +118,44 @@ def _paired_gain(runs: list[RunRecord], base: dict[tuple[str, str, int], RunReco
         b = read_confusion(base[run.cell].run_dir / "confusion.npz")
         if a.images != b.images:
             raise ValueError(f"{run.run_dir} and {base[run.cell].run_dir} were tested on different images")
-        n = len(a.per_image)
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
-        boot = [np.asarray(mean_iou((counts @ x.per_image.reshape(n, -1)).reshape(n_boot, *x.per_image.shape[1:])))
-                for x in (a, b)]
-        diffs.append(boot[0] - boot[1])
-        points.append(float(mean_iou(a.per_image.sum(0))) - float(mean_iou(b.per_image.sum(0))))
-    mean_diff = np.mean(diffs, axis=0)
-    lo, hi = np.percentile(mean_diff, [2.5, 97.5])
-    return float(np.mean(points)), float(lo), float(hi)
+        pairs.append((a.per_image, b.per_image))
+    return paired_bootstrap_gain(pairs, n_boot, seed)
+
+
+def _row(label: str, matched: list[RunRecord]) -> dict[str, Any]:
+    domains = sorted({d for r in matched for d in r.metrics["per_domain"]})
+    per_domain = {d: float(np.mean([r.metrics["per_domain"][d]["mIoU"] for r in matched
+                                    if d in r.metrics["per_domain"]])) for d in domains}
+    adverse = [v for d, v in per_domain.items() if d != SOURCE_DOMAIN]
+    return {"strategy": label, "type": matched[0].type, "mIoU": float(np.mean([r.metrics["mIoU"] for r in matched])),
+            "gain": None, "gain_ci95": None, "per_domain": per_domain,
+            "adverse_mIoU": float(np.mean(adverse)) if adverse else None, "n_runs": len(matched),
+            "ratios": sorted({r.ratio for r in matched})}
+
+
+def _cluster_warning(rows: list[dict[str, Any]], spread: float | None) -> str | None:
+    """Generated strategies all within the baseline's noise: their data may not have been used."""
+    gen_rows = [r for r in rows if r["type"] == "Gen"]
+    if not any(r["strategy"] == "baseline" for r in rows) or len(gen_rows) < 2 or spread is None:
+        return None
+    inside = [r for r in gen_rows if r["gain_ci95"] and r["gain_ci95"][0] <= 0 <= r["gain_ci95"][1]]
+    widths = [r["gain_ci95"][1] - r["gain_ci95"][0] for r in gen_rows if r["gain_ci95"]]
+    if len(inside) == len(gen_rows) and widths and spread < float(np.median(widths)):
+        names = ", ".join(sorted(r["strategy"] for r in gen_rows))
+        return (f"generated strategies {names} cluster within the noise of the baseline (every gain interval "
+                "contains 0 and they differ by less than an interval width): check that their generated data was "
+                "really used")
+    return None
+
+
+def _ratio_warnings(by_label: dict[str, list[RunRecord]], stage: str | None) -> list[str]:
+    out = []
+    for s, rs in by_label.items():
+        ratios = sorted({r.ratio for r in rs})
+        if len(ratios) > 1 and stage != "ratio-ablation":
+            out.append(f"{s} has runs at several ratios {ratios}: their cells are averaged; "
+                       "use --stage ratio-ablation for the ratio curve")
+    return out
 
 
 def build_leaderboard(results_root: str | Path, stage: str | None = None, n_boot: int = 1000,
@@ -121,12 +167,7 @@ def build_leaderboard(results_root: str | Path, stage: str | None = None, n_boot
     by_label: dict[str, list[RunRecord]] = defaultdict(list)
     for r in valid:
         by_label[r.label].append(r)
-    warnings: list[str] = []
-    ratios_per_strategy = {s: sorted({r.ratio for r in rs}) for s, rs in by_label.items()}
-    for s, ratios in ratios_per_strategy.items():
-        if len(ratios) > 1 and stage != "ratio-ablation":
-            warnings.append(f"{s} has runs at several ratios {ratios}: their cells are averaged; "
-                            "use --stage ratio-ablation for the ratio curve")
+    warnings = _ratio_warnings(by_label, stage)
     cells = sorted(set.intersection(*(set(r.cell for r in rs) for rs in by_label.values()))) if by_label else []
     base = {r.cell: r for r in by_label.get("baseline", [])}
     if by_label and "baseline" not in by_label:
@@ -136,38 +177,17 @@ def build_leaderboard(results_root: str | Path, stage: str | None = None, n_boot
         matched = [r for r in rs if r.cell in cells]
         if not matched:
             continue
-        domains = sorted({d for r in matched for d in r.metrics["per_domain"]})
-        per_domain = {d: float(np.mean([r.metrics["per_domain"][d]["mIoU"] for r in matched
-                                        if d in r.metrics["per_domain"]])) for d in domains}
-        adverse = [v for d, v in per_domain.items() if d != SOURCE_DOMAIN]
-        row: dict[str, Any] = {
-            "strategy": label, "type": strategy_type(label),
-            "mIoU": float(np.mean([r.metrics["mIoU"] for r in matched])),
-            "gain": None, "gain_ci95": None, "per_domain": per_domain,
-            "adverse_mIoU": float(np.mean(adverse)) if adverse else None, "n_runs": len(matched),
-            "ratios": sorted({r.ratio for r in matched}),
-        }
+        row = _row(label, matched)
         if base:
-            if label == "baseline":
-                row["gain"], row["gain_ci95"] = 0.0, [0.0, 0.0]
-            else:
-                point, lo, hi = _paired_gain(matched, base, cells, n_boot, seed)
-                row["gain"], row["gain_ci95"] = point, [lo, hi]
+            point, lo, hi = (0.0, 0.0, 0.0) if label == "baseline" else _paired_gain(matched, base, cells, n_boot, seed)
+            row["gain"], row["gain_ci95"] = point, [lo, hi]
         rows.append(row)
     rows.sort(key=lambda r: -r["mIoU"])
     for i, row in enumerate(rows, start=1):
         row["rank"] = i
     gen_rows = [r for r in rows if r["type"] == "Gen"]
     spread = (max(r["mIoU"] for r in gen_rows) - min(r["mIoU"] for r in gen_rows)) if len(gen_rows) > 1 else None
-    base_row = next((r for r in rows if r["strategy"] == "baseline"), None)
-    if base_row is not None and len(gen_rows) >= 2:
-        inside = [r for r in gen_rows if r["gain_ci95"] and r["gain_ci95"][0] <= 0 <= r["gain_ci95"][1]]
-        widths = [r["gain_ci95"][1] - r["gain_ci95"][0] for r in gen_rows if r["gain_ci95"]]
-        if len(inside) == len(gen_rows) and spread is not None and widths and spread < float(np.median(widths)):
-            names = ", ".join(sorted(r["strategy"] for r in gen_rows))
-            warnings.append(f"generated strategies {names} cluster within "
-                            "the noise of the baseline (every gain interval contains 0 and they differ by less than "
-                            "an interval width): check that their generated data was really used")
+    warnings += [w for w in [_cluster_warning(rows, spread)] if w]
     doc: dict[str, Any] = {"stage": stage, "rows": rows, "invalid": invalid, "warnings": warnings,
                            "generated_spread": spread, "cells": [list(c) for c in cells]}
     if stage == "noise-ablation":

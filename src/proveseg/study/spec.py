@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from proveseg.config import EvalConfig, TrainConfig, TransformConfig, load_yaml_model
+from proveseg.config import (
+    EvalConfig,
+    GeneratedSourceConfig,
+    SelfTrainConfig,
+    TrainConfig,
+    TransformConfig,
+    load_yaml_model,
+)
+from proveseg.readers import SourceConfig
+from proveseg.strategies import parse_strategy
+from proveseg.study.runkey import ratio_text
 
-__all__ = ["STAGES", "DatasetSpec", "GeneratorSpec", "SlurmSpec", "StudyConfig", "load_study"]
+__all__ = ["STAGES", "DatasetSpec", "GeneratorSpec", "SelfTrainSpec", "SlurmSpec", "StudyConfig", "load_study",
+           "split_source"]
 
 STAGES = ("stage1", "stage2", "ratio-ablation", "noise-ablation")
 
@@ -18,15 +30,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class SplitSpec(_Strict):
-    """Where one split of a dataset lives (a reader and its options, as in ``data.real`` entries)."""
+def _name_optional(value: Any) -> Any:
+    """A split may leave ``name`` out (``""``): the run names the source after the dataset's key."""
+    return {"name": "", **value} if isinstance(value, Mapping) else value
 
-    reader: Literal["folder", "cityscapes", "acdc", "csv"] = "folder"
-    root: Path
-    split: str = "train"
-    domains: list[str] | None = None
-    on_invalid: Literal["error", "skip"] = "error"
-    domain: str | None = None
+
+# Where one split of a dataset lives: a ``data.real`` entry, so exactly its reader's options, ``name`` optional.
+SplitSpec = Annotated[SourceConfig, BeforeValidator(_name_optional)]
+
+
+def split_source(name: str, split: SourceConfig, domains: list[str] | None = None) -> SourceConfig:
+    """The run's source for a study split: the split with its reader's options, named ``name`` unless the split
+    names itself, keeping ``domains`` when given (else the split's own)."""
+    return split.model_copy(update={"name": split.name or name,
+                                    "domains": domains if domains is not None else split.domains})
 
 
 class DatasetSpec(_Strict):
@@ -42,6 +59,25 @@ class GeneratorSpec(_Strict):
     repeat: float = Field(1.0, gt=0)
     on_invalid: Literal["error", "skip"] = "error"
     root: Path | None = None
+
+    def source(self, name: str, dataset: str) -> GeneratedSourceConfig:
+        """This generator's manifest as a run's generated source, restricted to ``dataset``'s rows."""
+        return GeneratedSourceConfig(name=name, manifest=self.manifest, repeat=self.repeat, datasets=[dataset],
+                                     on_invalid=self.on_invalid, root=self.root)
+
+
+class SelfTrainSpec(_Strict):
+    """A self-training strategy ``selftrain_<name>``: its unlabeled images, their share of every batch, the teacher."""
+
+    unlabeled: SplitSpec | None = None  # default: the dataset's own train split, every domain, labels ignored
+    unlabeled_share: float = Field(0.5, gt=0, lt=1)
+    teacher: SelfTrainConfig = SelfTrainConfig()
+
+    def unlabeled_source(self, study: StudyConfig, dataset: str) -> SourceConfig:
+        """The run's unlabeled source (named ``<dataset>-unlabeled`` unless the split names itself)."""
+        if self.unlabeled is not None:
+            return split_source(f"{dataset}-unlabeled", self.unlabeled)
+        return study.datasets[dataset].train.model_copy(update={"name": f"{dataset}-unlabeled"})
 
 
 class StageSpec(_Strict):
@@ -69,6 +105,7 @@ class StudyConfig(_Strict):
     strategies: list[str]
     noise_reference: str | None = None  # the generator whose entries gen_random_noise replaces
     augmentations: dict[str, TransformConfig] = Field(default_factory=dict)  # std_<name>: real data + these
+    selftrain: dict[str, SelfTrainSpec] = Field(default_factory=dict)  # selftrain_<name> (plain selftrain: default)
     models: list[str] = Field(default_factory=lambda: ["unet_tiny"])
     ratios: list[float] = Field(default_factory=lambda: [0.5])
     seeds: list[int] = Field(default_factory=lambda: [0])
@@ -88,26 +125,25 @@ class StudyConfig(_Strict):
         for r in [*self.ratios, *(x for s in self.stages.values() for x in (s.ratios or []))]:
             if not 0.0 <= r <= 1.0:
                 raise ValueError(f"ratio {r} outside [0, 1]")
-        for strategy in {*self.strategies, *(x for s in self.stages.values() for x in (s.strategies or []))}:
-            kind, _, rest = strategy.partition("_")
-            if strategy == "baseline":
-                continue
-            if strategy == "gen_random_noise":
-                if self.noise_reference not in self.generators:
-                    raise ValueError(f"gen_random_noise needs noise_reference naming one of {sorted(self.generators)}")
-            elif kind == "gen":
-                if rest not in self.generators:
-                    raise ValueError(f"strategy {strategy!r}: no generator {rest!r}; known: {sorted(self.generators)}")
-            elif kind == "std":
-                if rest not in self.augmentations:
-                    raise ValueError(f"strategy {strategy!r}: no augmentation {rest!r}; known: "
-                                     f"{sorted(self.augmentations)}")
-            else:
-                raise ValueError(f"strategy {strategy!r}: expected baseline, gen_<generator>, gen_random_noise or "
-                                 "std_<augmentation>")
+        for strategy in sorted({*self.strategies, *(x for s in self.stages.values() for x in (s.strategies or []))}):
+            why = parse_strategy(strategy).check(self)  # an unknown name raises, listing the valid forms
+            if why:
+                raise ValueError(why)
+        _no_repeats({"strategies": self.strategies, "models": self.models, "ratios": self.ratios, "seeds": self.seeds,
+                     **{f"stages.{k}.{f}": v for k, s in self.stages.items()
+                        for f, v in (("strategies", s.strategies), ("ratios", s.ratios)) if v}})
         if self.batch_size < 2 and any(r not in (0.0, 1.0) for r in self.ratios):
             raise ValueError(f"batch_size {self.batch_size} cannot hold both real and generated samples")
         return self
+
+
+def _no_repeats(lists: Mapping[str, Sequence[object]]) -> None:
+    """A value listed twice would plan one run directory twice; ratios that name the same folder count as repeats."""
+    for field, values in lists.items():
+        keys = [ratio_text(float(v)) if "ratios" in field else v for v in values]  # type: ignore[arg-type]
+        twice = sorted({str(v) for v, k in zip(values, keys, strict=True) if keys.count(k) > 1})
+        if twice:
+            raise ValueError(f"{field} lists {', '.join(twice)} more than once (each would be the same runs)")
 
 
 def load_study(path: str | Path) -> StudyConfig:

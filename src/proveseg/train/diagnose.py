@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Finding", "diagnose", "plot_curves", "read_log"]
+__all__ = ["Finding", "diagnose", "plot_curves", "read_log", "run_class_names"]
 
 TOO_FEW_PASSING = 0.05  # fraction of unlabeled pixels passing the threshold
 TOO_MANY_PASSING = 0.98
@@ -42,6 +42,28 @@ def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}: line {n} is not JSON ({exc.msg})") from None
     return out
+
+
+def run_class_names(run_dir: str | Path) -> list[str]:
+    """The class names a run trained with: its ``run.yaml`` class set, else ``metrics.json``, else a checkpoint's."""
+    from proveseg.config import load_run_config
+    from proveseg.data.classes import resolve_class_set
+
+    root = Path(run_dir)
+    root = root.parent if root.is_file() else root
+    if (root / "run.yaml").exists():
+        return list(resolve_class_set(load_run_config(root / "run.yaml").data.class_set).names)
+    if (root / "metrics.json").exists():
+        metrics = json.loads((root / "metrics.json").read_text(encoding="utf-8"))
+        if "classes" in metrics:
+            return list(resolve_class_set(metrics["classes"]).names)
+        return list(metrics.get("per_class", {}))
+    for ckpt in (root / "checkpoints/best.pt", root / "checkpoints/last.pt"):
+        if ckpt.exists():
+            from proveseg.checkpoint import checkpoint_class_set, load_checkpoint
+
+            return list(checkpoint_class_set(load_checkpoint(ckpt), ckpt).names)
+    raise FileNotFoundError(f"{root}: no run.yaml, metrics.json or checkpoint to take the class names from")
 
 
 def _lr_at(steps: list[dict[str, Any]], iteration: int) -> float | None:

@@ -1,19 +1,20 @@
 """The iteration-based trainer. Every strategy runs this same loop; strategies differ only in data.
 
 What a run consumed is counted from the batches the loop received (``ConsumptionAudit``), and a
-chained SHA-256 over every batch's sample ids proves the exact sequence. A run whose consumption
-differs from its request ends as failed and writes no metrics.
+chained SHA-256 over every batch's sample ids proves the exact sequence. At the end the
+consumption is compared with the request and with the strategy's proof rule; a run that fails
+either ends as failed and writes no metrics. The state lives in :class:`TrainState`, one
+optimisation step is :func:`train_step`, and the model adapter owns loss and inference.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -21,26 +22,22 @@ import torch
 import torch.distributed as dist
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from proveseg.checkpoint import load_checkpoint, save_checkpoint
-from proveseg.config import RunConfig, dump_config
-from proveseg.data.audit import CompositionMismatch, ConsumptionAudit
+from proveseg.checkpoint import load_checkpoint
+from proveseg.config import ClassSetSpec, ConfigError, RunConfig, dump_config
+from proveseg.data.audit import CompositionMismatch
+from proveseg.data.classes import resolve_class_set
 from proveseg.data.pipeline import TrainingData, build_training_data
-from proveseg.evaluate.metrics import mean_iou, overall_accuracy
+from proveseg.data.records import RecordTable
+from proveseg.evaluate.metrics import domain_summary
 from proveseg.evaluate.runner import evaluate_model, load_split, write_results
-from proveseg.models import build_model
+from proveseg.models import SegmentationModel, build_model
 from proveseg.rundir import RunDir, code_version
-from proveseg.train.losses import SegmentationLoss
-from proveseg.train.schedule import make_scheduler
-from proveseg.train.selftrain import SelfTrainer
-from proveseg.train.state import audit_state, restore_audit, restore_rng, rng_state
+from proveseg.strategies import Strategy, parse_strategy
+from proveseg.train.state import ResumeRefused, TrainState, fingerprint
+from proveseg.train.step import StepLog, StepOptions, train_step
 
-__all__ = ["Preempted", "ResumeRefused", "TrainResult", "train"]
-
-
-class ResumeRefused(RuntimeError):
-    """The run directory's checkpoint was made from other inputs than the ones given now."""
+__all__ = ["Preempted", "ResumeRefused", "TrainResult", "resolve_class_set_in", "train"]
 
 
 class Preempted(RuntimeError):
@@ -57,12 +54,21 @@ class TrainResult:
 
 
 @dataclass
-class _Progress:
-    best_value: float = float("-inf")
-    best_iteration: int = 0
-    evals_without_improvement: int = 0
-    sequence: str = ""
-    stop: bool = False
+class Session:
+    """What one training process works with and never changes during the run."""
+
+    cfg: RunConfig
+    run: RunDir
+    data: TrainingData
+    strategy: Strategy
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+    val_records: RecordTable | None = None
+
+    @property
+    def writer(self) -> bool:
+        return self.rank == 0
 
 
 def _device(name: str) -> torch.device:
@@ -71,53 +77,10 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _fingerprint(cfg: RunConfig, data: TrainingData) -> dict[str, Any]:
-    """What must not change between a checkpoint and its resume."""
-    resolved = cfg.model_copy(update={"output_dir": Path(".")})
-    return {"config_sha256": hashlib.sha256(dump_config(resolved).encode()).hexdigest(),
-            "class_set": list(data.class_set.names), "record_hashes": dict(sorted(data.hashes.items())),
-            "world_size": data.spec.world_size}
-
-
-def _refusal(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
-    changed = []
-    if saved["config_sha256"] != now["config_sha256"]:
-        changed.append("the resolved run config")
-    if saved["class_set"] != now["class_set"]:
-        changed.append("the class set")
-    for key in sorted(set(saved["record_hashes"]) | set(now["record_hashes"])):
-        if saved["record_hashes"].get(key) != now["record_hashes"].get(key):
-            changed.append(f"the records of source {key}")
-    if saved["world_size"] != now["world_size"]:
-        changed.append(f"the world size ({saved['world_size']} -> {now['world_size']})")
-    return ", ".join(changed) or None
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-def _evaluate(model: nn.Module, records: Any, data: TrainingData, cfg: RunConfig, device: torch.device,
-              rank: int, world: int) -> dict[str, Any]:
-    """Validation mIoU overall and per domain; each rank takes every world-th image, then all-reduce."""
-    if world > 1:  # BatchNorm statistics drift apart per rank: evaluate rank 0's model (the one saved) everywhere
-        for buffer in model.buffers():
-            dist.broadcast(buffer, 0)
-    mine = records.take(np.arange(rank, len(records), world)) if world > 1 else records
-    result = evaluate_model(model, mine, data.class_set, cfg.evaluation, device)
-    domains = sorted(set(records.domain.tolist()))
-    c = data.class_set.num_classes
-    per_domain = np.zeros((len(domains), c, c), np.int64)
-    for conf, dom in zip(result.per_image, result.domains, strict=True):
-        per_domain[domains.index(dom)] += conf
-    if world > 1:
-        tensor = torch.from_numpy(per_domain).to(device)
-        dist.all_reduce(tensor)
-        per_domain = tensor.cpu().numpy()
-    total = per_domain.sum(axis=0)
-    by_domain = {d: float(mean_iou(per_domain[i])) for i, d in enumerate(domains)}
-    return {"mIoU": float(mean_iou(total)), "aAcc": overall_accuracy(total), "per_domain": by_domain,
-            "domain_mean_mIoU": float(np.mean(list(by_domain.values())))}
+def resolve_class_set_in(cfg: RunConfig) -> RunConfig:
+    """The config with its class set written out whole (a name or a table file becomes the set itself)."""
+    spec = ClassSetSpec.model_validate(resolve_class_set(cfg.data.class_set).to_dict())
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"class_set": spec})})
 
 
 def train(cfg: RunConfig, resume: bool = False, stop_after: int | None = None, progress: bool = False) -> TrainResult:
@@ -131,13 +94,13 @@ def train(cfg: RunConfig, resume: bool = False, stop_after: int | None = None, p
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     run = RunDir(cfg.output_dir)
-    writer = rank == 0
     try:
-        return _train(cfg, run, resume, stop_after, progress, device, rank, world)
+        session, state = _prepare(cfg, run, resume, device, rank, world)
+        return _train(session, state, stop_after, progress)
     except Preempted:
         raise
     except BaseException as exc:
-        if writer and run.root.exists():
+        if rank == 0 and run.root.exists():
             run.set_status("failed", f"{type(exc).__name__}: {exc}".replace("\n", " "))
         raise
     finally:
@@ -145,247 +108,203 @@ def train(cfg: RunConfig, resume: bool = False, stop_after: int | None = None, p
             dist.destroy_process_group()
 
 
-def _train(cfg: RunConfig, run: RunDir, resume: bool, stop_after: int | None, progress: bool,
-           device: torch.device, rank: int, world: int) -> TrainResult:
-    tc = cfg.train
-    writer = rank == 0
-    if tc.num_threads:
-        torch.set_num_threads(tc.num_threads)
+def _prepare(cfg: RunConfig, run: RunDir, resume: bool, device: torch.device, rank: int,
+             world: int) -> tuple[Session, TrainState]:
+    """Everything checked and built before the first step: strategy, data, state, resume, run directory."""
+    cfg = resolve_class_set_in(cfg)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    try:
+        strategy = parse_strategy(cfg.strategy)
+    except ValueError as exc:
+        raise ConfigError(f"{cfg.name}: {exc}") from None
+    problem = strategy.plan_problem(cfg.data)
+    if problem:
+        raise ConfigError(f"{cfg.name}: {problem}")
     data = build_training_data(cfg.data, world)  # refuses empty groups etc. before any training
     val_records = load_split(cfg.evaluation.val) if cfg.evaluation.val else None
-    fingerprint = _fingerprint(cfg, data)
+    session = Session(cfg, run, data, strategy, device, rank, world, val_records)
     if not resume and (run.last.exists() or run.status()[0] in ("done", "running")):
         raise ResumeRefused(f"{run.root} already holds a run ({run.status()[0]}); resume it with --resume "
                             "or choose another output_dir")
-    torch.manual_seed(tc.seed)
-    model = build_model(cfg.model.name, data.class_set.num_classes, cfg.model.encoder_weights).to(device)
-    cuda = device.type == "cuda"
-    if tc.channels_last and cuda:
-        model = model.to(memory_format=torch.channels_last)
-    opt_cfg = tc.optimizer
-    optimizer: torch.optim.Optimizer
-    if opt_cfg.name == "adamw":
-        optimizer = torch.optim.AdamW(model.parameters(), lr=opt_cfg.lr, weight_decay=opt_cfg.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=opt_cfg.lr, momentum=opt_cfg.momentum,
-                                    weight_decay=opt_cfg.weight_decay)
-    scheduler = make_scheduler(optimizer, tc.max_iters, tc.schedule, opt_cfg.lr)
-    scaler = torch.amp.GradScaler("cuda") if (tc.amp == "fp16" and cuda) else None
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema.decay), use_buffers=True) if tc.ema else None
-    loss_fn = SegmentationLoss(tc.loss)
-    st = SelfTrainer(tc.selftrain, model, data.class_set.num_classes, tc.seed) if tc.selftrain else None
-    audit = ConsumptionAudit(len(data.records))
-    state = _Progress()
-    start = 0
+    state = TrainState(cfg, data.class_set, len(data.records), device,
+                       fingerprint(cfg, data.class_set, data.hashes, data.spec.world_size))
     if resume and run.last.exists():
-        ckpt = load_checkpoint(run.last, device)
-        why = _refusal(ckpt["fingerprint"], fingerprint)
-        if why:
-            raise ResumeRefused(f"{run.last}: cannot resume, changed since the checkpoint: {why}")
-        model.load_state_dict(ckpt["state_dict"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        if ema is not None:
-            ema.load_state_dict(ckpt["ema"])
-        if st is not None:
-            st.load_state_dict(ckpt["selftrain"])
-        restore_rng(ckpt["rng"])
-        restore_audit(audit, ckpt["audit"])
-        state = _Progress(**{**ckpt["progress"], "stop": False})
-        start = int(ckpt["iteration"])
-        if writer:
-            run.truncate_log(start)
-    if writer:
+        state.resume(run.last, device)
+        if session.writer:
+            run.truncate_log(state.iteration)
+    if session.writer:
         run.create()
         run.write_text("run.yaml", dump_config(cfg) + "# code version\n" + "".join(
             f"# {k}: {v}\n" for k, v in code_version().items()))
-        run.set_status("running", f"resumed at iteration {start}" if start else "")
-    train_model: nn.Module = model
+        run.set_status("running", f"resumed at iteration {state.iteration}" if state.iteration else "")
     if world > 1:
-        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
-    if tc.compile:
-        train_model = torch.compile(train_model)  # type: ignore[assignment]
-    meta = {"name": cfg.model.name, "num_classes": data.class_set.num_classes, "class_set": cfg.data.class_set}
+        state.net = nn.parallel.DistributedDataParallel(state.model.network,
+                                                        device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.train.compile:
+        state.net = torch.compile(state.net)  # type: ignore[assignment]
+    return session, state
 
-    def checkpoint(iteration: int) -> None:
-        if not writer:
-            return
-        save_checkpoint(run.last, {
-            "model": meta, "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else {},
-            "ema": ema.state_dict() if ema is not None else {},
-            "selftrain": st.state_dict() if st is not None else {}, "iteration": iteration, "rng": rng_state(),
-            "audit": audit_state(audit), "progress": state.__dict__.copy(), "fingerprint": fingerprint,
-            "config": dump_config(cfg)})
 
-    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR2)}
+class _StopSignals:
+    """SIGTERM/SIGUSR2 ask for a stop at the next step boundary, never mid-step."""
 
-    def on_signal(signum: int, frame: object) -> None:  # act at the next step boundary, never mid-step
-        state.stop = True
+    def __init__(self) -> None:
+        self.requested = False
+        self.previous: dict[int, Any] = {}
 
-    for s in previous:
-        signal.signal(s, on_signal)
-    accum = tc.grad_accum
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if tc.amp == "bf16" else torch.float16)
-                if (tc.amp != "none" and cuda) else nullcontext())
-    batches = iter(data.loader(start * accum, tc.max_iters * accum, rank))
-    bar = Progress(TextColumn("iter"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[info]}"),
-                   TimeRemainingColumn(), disable=not (progress and writer), transient=False)
-    task = bar.add_task("train", total=tc.max_iters, completed=start, info="")
-    stopped_early, iteration, tick = False, start, time.perf_counter()
-    try:
-        with bar:
-            while iteration < tc.max_iters:
-                train_model.train()
-                optimizer.zero_grad(set_to_none=True)
-                parts: dict[str, float] = {}
-                extras: dict[str, Any] = {}
-                total_loss, correct, labeled_px = 0.0, 0, 0
-                for micro in range(accum):
-                    batch = next(batches)
-                    audit.update(batch)
-                    ids = batch["index"].numpy().astype(np.int64)
-                    state.sequence = hashlib.sha256(state.sequence.encode() + ids.tobytes()).hexdigest()
-                    images = batch["image"].to(device, non_blocking=True)
-                    if tc.channels_last and cuda:
-                        images = images.contiguous(memory_format=torch.channels_last)
-                    masks = batch["mask"].to(device, non_blocking=True)
-                    is_unlabeled = torch.tensor([k == "unlabeled" for k in batch["kind"]], device=device)
-                    n_labeled = int((~is_unlabeled).sum())
-                    if st is not None and bool(is_unlabeled.any()):
-                        strong, target, extras = st.prepare(images[is_unlabeled], iteration * accum + micro)
-                        probe = st.probe(images[~is_unlabeled], masks[~is_unlabeled]) if n_labeled else None
-                        extras["teacher_probe_acc"] = probe
-                        images = torch.cat([images[~is_unlabeled], strong])
-                        masks = masks[~is_unlabeled]
-                    with autocast:
-                        logits = train_model(images)
-                        loss, loss_parts = loss_fn(logits[:n_labeled], masks)
-                        if st is not None and extras:
-                            unsup = st.loss(logits[n_labeled:], target)
-                            weight = st.weight(iteration)
-                            loss = loss + weight * unsup
-                            loss_parts = {**loss_parts, "st": float(unsup.detach()), "st_weight": weight}
-                    with torch.no_grad():
-                        valid = masks != 255
-                        correct += int((logits[:n_labeled].argmax(1)[valid] == masks[valid]).sum())
-                        labeled_px += int(valid.sum())
-                    (scaler.scale(loss / accum) if scaler else loss / accum).backward()
-                    total_loss += float(loss.detach()) / accum
-                    parts = {k: parts.get(k, 0.0) + v / accum for k, v in loss_parts.items()}
-                if scaler is not None:
-                    scaler.unscale_(optimizer)
-                if tc.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                scheduler.step()
-                if ema is not None:
-                    ema.update_parameters(model)
-                if st is not None:
-                    st.update(model)
-                iteration += 1
-                if writer and (iteration % tc.log_interval == 0 or iteration == tc.max_iters):
-                    now = time.perf_counter()
-                    rate = tc.log_interval / max(now - tick, 1e-9)
-                    tick = now
-                    lr = optimizer.param_groups[0]["lr"]
-                    train_acc = correct / labeled_px if labeled_px else None
-                    run.log({"iteration": iteration, "loss": total_loss, **parts, "lr": lr, "it_s": rate,
-                             "train_acc": train_acc, **extras})
-                    bar.update(task, completed=iteration, info=f"loss {total_loss:.3f} lr {lr:.2e} {rate:.2f} it/s")
-                if val_records is not None and (iteration % tc.eval_interval == 0 or iteration == tc.max_iters):
-                    stopped_early = _validate(cfg, run, model, ema, val_records, data, device, rank, world, iteration,
-                                              state, meta, writer)
-                if iteration % tc.checkpoint_interval == 0 or iteration == tc.max_iters or stopped_early:
-                    checkpoint(iteration)
-                if stopped_early:
-                    break
-                if state.stop or (stop_after is not None and iteration >= stop_after):
-                    checkpoint(iteration)
-                    if writer:
-                        run.set_status("failed", f"preempted at iteration {iteration}: last.pt saved, resume with "
-                                                 "--resume")
-                    raise Preempted(f"stopped at iteration {iteration}; resume with --resume")
-    finally:
-        for s, handler in previous.items():
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+
+    def __enter__(self) -> _StopSignals:
+        for s in (signal.SIGTERM, signal.SIGUSR2):
+            self.previous[s] = signal.getsignal(s)
+            signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self.previous.items():
             signal.signal(s, handler)
-    return _finish(cfg, run, model, ema, data, audit, state, iteration, stopped_early, device, rank, world, meta)
 
 
-def _validate(cfg: RunConfig, run: RunDir, model: nn.Module, ema: AveragedModel | None, records: Any,
-              data: TrainingData, device: torch.device, rank: int, world: int, iteration: int, state: _Progress,
-              meta: dict[str, Any], writer: bool) -> bool:
-    """Evaluate raw (and EMA) weights, keep best.pt, and say whether early stopping fires."""
-    tc = cfg.train
-    raw = _evaluate(model, records, data, cfg, device, rank, world)
-    record: dict[str, Any] = {"iteration": iteration, "eval": raw}
-    chosen, weights = raw, model
-    if ema is not None:
-        ema_metrics = _evaluate(ema.module, records, data, cfg, device, rank, world)
-        record["eval_ema"] = ema_metrics
-        chosen, weights = ema_metrics, ema.module
-    value = float(chosen[tc.best_metric])
-    improved = value > state.best_value
-    if improved:
-        state.best_value, state.best_iteration, state.evals_without_improvement = value, iteration, 0
-        if writer:
-            run.best.parent.mkdir(parents=True, exist_ok=True)
-            save_checkpoint(run.best, {"model": meta, "state_dict": _unwrap(weights).state_dict(),
-                                       "iteration": iteration, "metric": {tc.best_metric: value},
-                                       "weights": "ema" if ema is not None else "raw", "config": dump_config(cfg)})
-    else:
-        state.evals_without_improvement += 1
-    record["best"] = {"iteration": state.best_iteration, tc.best_metric: state.best_value}
-    es = tc.early_stopping
-    stop = es is not None and iteration >= es.min_iters and state.evals_without_improvement >= es.patience
-    record["early_stop"] = stop
-    if writer:
-        run.log(record)
-    return stop
+class _StepLogger:
+    """Writes a ``log.jsonl`` line every ``log_interval`` steps and moves the progress bar."""
+
+    def __init__(self, session: Session, start: int, show: bool) -> None:
+        self.session, self.tick = session, time.perf_counter()
+        self.bar = Progress(TextColumn("iter"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[info]}"),
+                            TimeRemainingColumn(), disable=not (show and session.writer), transient=False)
+        self.task = self.bar.add_task("train", total=session.cfg.train.max_iters, completed=start, info="")
+
+    def __call__(self, state: TrainState, log: StepLog) -> None:
+        tc, it = self.session.cfg.train, state.iteration
+        if not self.session.writer or not (it % tc.log_interval == 0 or it == tc.max_iters):
+            return
+        now = time.perf_counter()
+        rate, self.tick = tc.log_interval / max(now - self.tick, 1e-9), now
+        lr = state.optimizer.param_groups[0]["lr"]
+        self.session.run.log({"iteration": it, "loss": log.loss, **log.parts, "lr": lr, "it_s": rate,
+                              "train_acc": log.train_acc, **log.extras})
+        self.bar.update(self.task, completed=it, info=f"loss {log.loss:.3f} lr {lr:.2e} {rate:.2f} it/s")
 
 
-def _finish(cfg: RunConfig, run: RunDir, model: nn.Module, ema: AveragedModel | None, data: TrainingData,
-            audit: ConsumptionAudit, state: _Progress, iteration: int, stopped_early: bool, device: torch.device,
-            rank: int, world: int, meta: dict[str, Any]) -> TrainResult:
-    """Compare consumption with the request, write composition.json, then (only if it matches) metrics."""
-    consumed_batches = len(audit.per_batch)
-    expected = data.expected_composition(0, consumed_batches)
-    comp = audit.composition()
+def _train(session: Session, state: TrainState, stop_after: int | None, progress: bool) -> TrainResult:
+    tc, run = session.cfg.train, session.run
+    opts = StepOptions.from_config(tc, session.device)
+    batches = iter(session.data.loader(state.iteration * opts.accum, tc.max_iters * opts.accum, session.rank))
+    logger = _StepLogger(session, state.iteration, progress)
+    stopped_early = False
+    with _StopSignals() as stop, logger.bar:
+        while state.iteration < tc.max_iters and not stopped_early:
+            logger(state, train_step(state, batches, opts))
+            it = state.iteration
+            if session.val_records is not None and (it % tc.eval_interval == 0 or it == tc.max_iters):
+                stopped_early = _validate(session, state)
+            if (it % tc.checkpoint_interval == 0 or it == tc.max_iters or stopped_early) and session.writer:
+                state.save(run.last)
+            if not stopped_early and (stop.requested or (stop_after is not None and it >= stop_after)):
+                if session.writer:
+                    state.save(run.last)
+                    run.set_status("failed", f"preempted at iteration {it}: last.pt saved, resume with --resume")
+                raise Preempted(f"stopped at iteration {it}; resume with --resume")
+    return _finish(session, state, stopped_early)
+
+
+def _evaluate(session: Session, model: SegmentationModel) -> dict[str, Any]:
+    """Validation mIoU overall and per domain; each rank takes every world-th image, then all-reduce."""
+    records, world = session.val_records, session.world
+    assert records is not None
+    if world > 1:  # BatchNorm statistics drift apart per rank: evaluate rank 0's model (the one saved) everywhere
+        for buffer in model.network.buffers():
+            dist.broadcast(buffer, 0)
+    mine = records.take(np.arange(session.rank, len(records), world)) if world > 1 else records
+    result = evaluate_model(model, mine, session.data.class_set, session.cfg.evaluation, session.device)
+    domains = sorted(set(records.domain.tolist()))
+    c = session.data.class_set.num_classes
+    per_domain = np.zeros((len(domains), c, c), np.int64)
+    for conf, dom in zip(result.per_image, result.domains, strict=True):
+        per_domain[domains.index(dom)] += conf
     if world > 1:
-        tensor = torch.from_numpy(np.ascontiguousarray(comp)).to(device)
+        tensor = torch.from_numpy(per_domain).to(session.device)
+        dist.all_reduce(tensor)
+        per_domain = tensor.cpu().numpy()
+    return domain_summary(dict(zip(domains, per_domain, strict=True)))
+
+
+def _validate(session: Session, state: TrainState) -> bool:
+    """Evaluate raw (and EMA) weights, keep best.pt, and say whether early stopping fires."""
+    tc, progress, it = session.cfg.train, state.progress, state.iteration
+    raw = _evaluate(session, state.model)
+    record: dict[str, Any] = {"iteration": it, "eval": raw}
+    chosen = raw
+    if state.ema is not None:
+        chosen = record["eval_ema"] = _evaluate(session, state.result_model)
+    value = float(chosen[tc.best_metric])
+    if value > progress.best_value:
+        progress.best_value, progress.best_iteration, progress.evals_without_improvement = value, it, 0
+        if session.writer:
+            state.save_weights(session.run.best, state.result_model, {
+                "iteration": it, "metric": {tc.best_metric: value},
+                "weights": "ema" if state.ema is not None else "raw"})
+    else:
+        progress.evals_without_improvement += 1
+    record["best"] = {"iteration": progress.best_iteration, tc.best_metric: progress.best_value}
+    es = tc.early_stopping
+    record["early_stop"] = es is not None and it >= es.min_iters and progress.evals_without_improvement >= es.patience
+    if session.writer:
+        session.run.log(record)
+    return bool(record["early_stop"])
+
+
+def _composition(session: Session, state: TrainState) -> tuple[dict[str, Any], list[str]]:
+    """The composition.json document and its problems: the request, then the strategy's proof rule."""
+    audit, data = state.audit, session.data
+    expected = data.expected_composition(0, len(audit.per_batch))
+    if session.world > 1:
+        tensor = torch.from_numpy(np.ascontiguousarray(audit.composition())).to(session.device)
         dist.all_reduce(tensor)
         audit.per_batch = [tuple(r) for r in tensor.cpu().numpy().tolist()]
-        expected = expected * world
+        expected = expected * session.world
     problems = audit.mismatches(expected)
-    result = TrainResult(iteration, stopped_early, {"iteration": state.best_iteration,
-                                                    cfg.train.best_metric: state.best_value}, None, state.sequence)
-    if rank != 0:
-        return result
     doc = audit.to_dict(data.records, data.requested(), data.hashes, data.validation, problems)
     consumed: dict[str, Any] = doc["consumed"]  # type: ignore[assignment]
-    consumed.update(sequence_sha256=state.sequence, iterations=iteration)
+    consumed.update(sequence_sha256=state.progress.sequence, iterations=state.iteration)
+    strategy = session.strategy
+    proof = strategy.prove(session.cfg.data, consumed)
+    if proof:
+        problems.append(f"strategy {strategy.name} ({strategy.type}): {proof}")
+    doc["strategy"] = {"name": strategy.name, "type": strategy.type, "shares": strategy.shares(session.cfg.data)}
+    doc["matches_request"], doc["problems"] = not problems, problems
+    return doc, problems
+
+
+def _finish(session: Session, state: TrainState, stopped_early: bool) -> TrainResult:
+    """Compare consumption with the request, write composition.json, then (only if it matches) metrics."""
+    cfg, run, progress = session.cfg, session.run, state.progress
+    doc, problems = _composition(session, state)
+    result = TrainResult(state.iteration, stopped_early, {"iteration": progress.best_iteration,
+                                                          cfg.train.best_metric: progress.best_value},
+                         None, progress.sequence)
+    if not session.writer:
+        return result
     run.write_json("composition.json", doc)
     if problems:
         raise CompositionMismatch("consumed mix differs from the requested mix: " + "; ".join(problems[:3]))
     if not run.best.exists():  # no validation set: the final weights are the result
-        save_checkpoint(run.best, {"model": meta, "state_dict": _unwrap(ema.module if ema else model).state_dict(),
-                                   "iteration": iteration, "weights": "ema" if ema else "raw",
-                                   "config": dump_config(cfg)})
+        state.save_weights(run.best, state.result_model, {"iteration": state.iteration,
+                                                          "weights": "ema" if state.ema else "raw"})
     if cfg.evaluation.test:
-        best = load_checkpoint(run.best, device)
-        eval_model = build_model(cfg.model.name, data.class_set.num_classes).to(device)
-        eval_model.load_state_dict(best["state_dict"])
-        records = load_split(cfg.evaluation.test)
-        outcome = evaluate_model(eval_model, records, data.class_set, cfg.evaluation, device)
-        result.test_metrics = write_results(run.root, outcome, data.class_set, cfg.evaluation.n_boot,
-                                            int(best["iteration"]), {"split": "test", "checkpoint": str(run.best),
-                                                                     "model": cfg.model.name,
-                                                                     "strategy": cfg.strategy})
-    run.set_status("done", f"{iteration} iterations" + (" (early stop)" if stopped_early else ""))
+        result.test_metrics = _test(session, run.best)
+    run.set_status("done", f"{state.iteration} iterations" + (" (early stop)" if stopped_early else ""))
     return result
+
+
+def _test(session: Session, best: Path) -> dict[str, Any]:
+    """Evaluate ``best.pt`` on the test split; write metrics.json and confusion.npz."""
+    cfg, class_set = session.cfg, session.data.class_set
+    ckpt = load_checkpoint(best, session.device)
+    model = build_model(cfg.model.name, class_set.num_classes).to(session.device)
+    model.network.load_state_dict(ckpt["state_dict"])
+    outcome = evaluate_model(model, load_split(cfg.evaluation.test), class_set, cfg.evaluation, session.device)
+    return write_results(session.run.root, outcome, class_set, cfg.evaluation.n_boot, int(ckpt["iteration"]),
+                         {"split": "test", "checkpoint": str(best), "model": cfg.model.name, "strategy": cfg.strategy})

@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from proveseg.config import SelfTrainConfig
 from proveseg.data.classes import IGNORE_INDEX
+from proveseg.models import SegmentationModel
 
 __all__ = ["DEFAULT_CLASS_THRESHOLD", "SelfTrainer"]
 
@@ -27,8 +27,12 @@ DEFAULT_CLASS_THRESHOLD = 0.9  # class-wise thresholds: classes missing from the
 
 
 class SelfTrainer:
-    def __init__(self, cfg: SelfTrainConfig, student: nn.Module, num_classes: int, seed: int) -> None:
-        self.cfg, self.num_classes, self.seed = cfg, num_classes, seed
+    """The EMA teacher of a model (an adapter), its thresholds, and the strong views it labels."""
+
+    def __init__(self, cfg: SelfTrainConfig, model: SegmentationModel, seed: int) -> None:
+        self.cfg, self.model, self.num_classes, self.seed = cfg, model, model.num_classes, seed
+        student = model.network
+        num_classes = model.num_classes
         self.teacher = AveragedModel(student, multi_avg_fn=get_ema_multi_avg_fn(cfg.teacher_decay), use_buffers=True)
         for p in self.teacher.parameters():
             p.requires_grad_(False)
@@ -51,11 +55,15 @@ class SelfTrainer:
         """Teacher's (pseudo-label, confidence, passes-threshold) on the weak view."""
         self.teacher.eval()
         with torch.no_grad():
-            prob = self.teacher(images).float().softmax(dim=1)
+            prob = self._scores(images).float().softmax(dim=1)
         conf, pseudo = prob.max(dim=1)
         if self.cfg.threshold == "adaptive":
             self._adapt(conf, pseudo)
         return pseudo, conf, conf >= self.thresholds[pseudo]
+
+    def _scores(self, images: torch.Tensor) -> torch.Tensor:
+        """The teacher's per-pixel class scores, through the same forward the student trains with."""
+        return self.model.pixel_logits(self.model.forward(self.teacher, images))
 
     def _adapt(self, conf: torch.Tensor, pseudo: torch.Tensor) -> None:
         """Move each predicted class's threshold towards the quantile of its confidence.
@@ -113,13 +121,6 @@ class SelfTrainer:
         }
         return strong, target, stats
 
-    @staticmethod
-    def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Pseudo-label cross-entropy; zero (with a graph) when no pixel passed the threshold."""
-        if not (target != IGNORE_INDEX).any():
-            return logits.sum() * 0.0
-        return F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX)
-
     def probe(self, images: torch.Tensor, masks: torch.Tensor) -> float | None:
         """Teacher pixel accuracy on labeled images (non-ignored pixels)."""
         valid = masks != IGNORE_INDEX
@@ -127,7 +128,7 @@ class SelfTrainer:
             return None
         self.teacher.eval()
         with torch.no_grad():
-            pred = self.teacher(images).argmax(dim=1)
+            pred = self._scores(images).argmax(dim=1)
         return float((pred[valid] == masks[valid]).float().mean())
 
     def update(self, student: nn.Module) -> None:

@@ -1,16 +1,51 @@
-"""Everything an exact resume needs, as weights_only-loadable plain containers and tensors."""
+"""The train state: everything a checkpoint holds, built in one place, saved and loaded as one dict.
+
+Model (an adapter), optimizer, scheduler, gradient scaler, EMA weights, the self-training
+teacher, the consumption audit, RNG states, the iteration and the best-so-far bookkeeping. What
+must not change between a checkpoint and its resume is its fingerprint; a resume with another
+fingerprint is refused with the list of what changed.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from proveseg.checkpoint import load_checkpoint, model_record, save_checkpoint
+from proveseg.config import OptimizerConfig, RunConfig, dump_config
 from proveseg.data.audit import ConsumptionAudit
+from proveseg.data.classes import ClassSet
+from proveseg.models import SegmentationModel, build_model
+from proveseg.train.schedule import make_scheduler
+from proveseg.train.selftrain import SelfTrainer
 
-__all__ = ["audit_state", "restore_audit", "restore_rng", "rng_state"]
+__all__ = ["Progress", "ResumeRefused", "TrainState", "fingerprint", "refusal", "restore_rng", "rng_state"]
+
+
+class ResumeRefused(RuntimeError):
+    """The run directory's checkpoint was made from other inputs than the ones given now."""
+
+
+@dataclass
+class Progress:
+    """Best-so-far bookkeeping and the chained hash of every consumed batch's sample ids."""
+
+    best_value: float = float("-inf")
+    best_iteration: int = 0
+    evals_without_improvement: int = 0
+    sequence: str = ""
+
+    def record_batch(self, ids: np.ndarray) -> None:
+        """Chain the SHA-256 over this batch's global sample ids (the exact sequence is the proof)."""
+        self.sequence = hashlib.sha256(self.sequence.encode() + ids.astype(np.int64).tobytes()).hexdigest()
 
 
 def rng_state() -> dict[str, Any]:
@@ -29,6 +64,7 @@ def rng_state() -> dict[str, Any]:
 
 
 def restore_rng(state: dict[str, Any]) -> None:
+    """Undo :func:`rng_state`."""
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
@@ -38,20 +74,110 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def audit_state(audit: ConsumptionAudit) -> dict[str, Any]:
-    return {
-        "kinds": dict(audit.kinds), "sources": dict(audit.sources), "domains": dict(audit.domains),
-        "kind_domain": dict(audit.kind_domain), "per_batch": torch.tensor(audit.per_batch, dtype=torch.int64),
-        "first_batches": audit.first_batches, "seen": torch.from_numpy(audit.seen.copy()), "samples": audit.samples,
-    }
+def fingerprint(cfg: RunConfig, class_set: ClassSet, hashes: dict[str, str], world_size: int) -> dict[str, Any]:
+    """What must not change between a checkpoint and its resume."""
+    resolved = cfg.model_copy(update={"output_dir": Path(".")})
+    return {"config_sha256": hashlib.sha256(dump_config(resolved).encode()).hexdigest(),
+            "class_set": list(class_set.names), "record_hashes": dict(sorted(hashes.items())),
+            "world_size": world_size}
 
 
-def restore_audit(audit: ConsumptionAudit, state: dict[str, Any]) -> None:
-    audit.kinds.update(state["kinds"])
-    audit.sources.update(state["sources"])
-    audit.domains.update(state["domains"])
-    audit.kind_domain.update(state["kind_domain"])
-    audit.per_batch = [tuple(int(v) for v in row) for row in state["per_batch"].tolist()]
-    audit.first_batches = list(state["first_batches"])
-    audit.seen = state["seen"].numpy().copy()
-    audit.samples = int(state["samples"])
+def refusal(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """What changed between two fingerprints, in words; None when nothing did."""
+    changed = []
+    if saved["config_sha256"] != now["config_sha256"]:
+        changed.append("the resolved run config")
+    if saved["class_set"] != now["class_set"]:
+        changed.append("the class set")
+    for key in sorted(set(saved["record_hashes"]) | set(now["record_hashes"])):
+        if saved["record_hashes"].get(key) != now["record_hashes"].get(key):
+            changed.append(f"the records of source {key}")
+    if saved["world_size"] != now["world_size"]:
+        changed.append(f"the world size ({saved['world_size']} -> {now['world_size']})")
+    return ", ".join(changed) or None
+
+
+def _optimizer(params: Any, cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+class TrainState:
+    """One run's trainable state. ``iteration`` counts optimizer steps done."""
+
+    def __init__(self, cfg: RunConfig, class_set: ClassSet, num_ids: int, device: torch.device,
+                 inputs_fingerprint: dict[str, Any]) -> None:
+        tc = self.train_cfg = cfg.train
+        self.cfg, self.class_set, self.fingerprint = cfg, class_set, inputs_fingerprint
+        torch.manual_seed(tc.seed)
+        self.model: SegmentationModel = build_model(cfg.model.name, class_set.num_classes, cfg.model.encoder_weights,
+                                                    tc.loss).to(device)
+        if tc.channels_last and device.type == "cuda":
+            self.model.network.to(memory_format=torch.channels_last)
+        self.optimizer = _optimizer(self.model.network.parameters(), tc.optimizer)
+        self.scheduler = make_scheduler(self.optimizer, tc.max_iters, tc.schedule, tc.optimizer.lr)
+        self.scaler = torch.amp.GradScaler("cuda") if (tc.amp == "fp16" and device.type == "cuda") else None
+        self.ema = (AveragedModel(self.model.network, multi_avg_fn=get_ema_multi_avg_fn(tc.ema.decay),
+                                  use_buffers=True) if tc.ema else None)
+        self.selftrain = SelfTrainer(tc.selftrain, self.model, tc.seed) if tc.selftrain else None
+        self.audit = ConsumptionAudit(num_ids)
+        self.progress = Progress()
+        self.iteration = 0
+        self.net: nn.Module = self.model.network  # what the step runs: DDP- or compile-wrapped by the loop
+
+    @property
+    def result_model(self) -> SegmentationModel:
+        """The weights a run reports: the EMA weights when EMA is on, else the raw ones."""
+        return self.model.with_network(self.ema.module) if self.ema is not None else self.model
+
+    def model_record(self) -> dict[str, Any]:
+        return model_record(self.model, self.class_set)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The one checkpoint dict (``last.pt``)."""
+        return {
+            "model": self.model_record(), "state_dict": self.model.network.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else {},
+            "ema": self.ema.state_dict() if self.ema is not None else {},
+            "selftrain": self.selftrain.state_dict() if self.selftrain is not None else {},
+            "iteration": self.iteration, "rng": rng_state(), "audit": self.audit.state_dict(),
+            "progress": asdict(self.progress), "fingerprint": self.fingerprint, "config": dump_config(self.cfg),
+        }
+
+    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        """Continue exactly where :meth:`state_dict` left off."""
+        self.model.network.load_state_dict(ckpt["state_dict"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(ckpt["ema"])
+        if self.selftrain is not None:
+            self.selftrain.load_state_dict(ckpt["selftrain"])
+        restore_rng(ckpt["rng"])
+        self.audit.load_state_dict(ckpt["audit"])
+        self.progress = Progress(**{k: v for k, v in ckpt["progress"].items() if k in Progress.__dataclass_fields__})
+        self.iteration = int(ckpt["iteration"])
+
+    def save(self, path: Path) -> None:
+        save_checkpoint(path, self.state_dict())
+
+    def resume(self, path: Path, device: torch.device) -> None:
+        """Load ``path``; ResumeRefused names what changed since it was written."""
+        ckpt = load_checkpoint(path, device)
+        why = refusal(ckpt["fingerprint"], self.fingerprint)
+        if why:
+            raise ResumeRefused(f"{path}: cannot resume, changed since the checkpoint: {why}")
+        self.load_state_dict(ckpt)
+
+    def save_weights(self, path: Path, model: SegmentationModel, extra: dict[str, Any]) -> None:
+        """A weights-only checkpoint (``best.pt``) of ``model``, with the model record and run config."""
+        save_checkpoint(path, {"model": self.model_record(), "state_dict": _unwrap(model.network).state_dict(),
+                               "config": dump_config(self.cfg), **extra})
+
+
+def _unwrap(network: nn.Module) -> nn.Module:
+    return network.module if isinstance(network, nn.parallel.DistributedDataParallel) else network

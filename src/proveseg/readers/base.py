@@ -1,0 +1,103 @@
+"""What every reader shares: the common source fields, the result of a read, and image/label pairing.
+
+Every reader pairs each image with its label file. An image without its label is an error that
+names the file, or, under ``on_invalid: skip``, a counted skip: nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from proveseg.data.records import RecordTable
+
+__all__ = ["IMAGE_EXTENSIONS", "ReadResult", "ReaderError", "SourceBase"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class ReaderError(ValueError):
+    """A dataset folder or list that cannot be read as configured."""
+
+
+@dataclass
+class ReadResult:
+    """Records found, and what was skipped (reason -> count, reason -> example paths)."""
+
+    records: RecordTable
+    skipped: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def skip(self, reason: str, path: str) -> None:
+        """Count one skipped entry under ``reason`` (the first five paths are kept as examples)."""
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        self.examples.setdefault(reason, [])
+        if len(self.examples[reason]) < 5:
+            self.examples[reason].append(path)
+
+
+class SourceBase(BaseModel):
+    """The fields of every source, whatever its reader; each reader's schema adds its own options.
+
+    A schema narrows ``reader`` to its own name (``Literal["folder"]``), which is what selects it
+    in a config, and implements :meth:`read`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    reader: str
+    root: Path
+    repeat: float = Field(1.0, gt=0)
+    domains: list[str] | None = None  # keep only these domains (stage1: [clear_day])
+    on_invalid: Literal["error", "skip"] = "error"
+    take: tuple[float, float] | None = None  # keep this slice [start, end) of a seeded shuffle of the entries
+    take_seed: int = 0  # the shuffle behind ``take`` (same seed + disjoint slices = disjoint subsets)
+
+    @abstractmethod
+    def read(self) -> ReadResult:
+        """Every record the reader finds, sorted (``domains`` and ``take`` are applied by ``read_source``)."""
+
+
+def _walk_images(folder: Path) -> list[Path]:
+    """Image files under ``folder``, recursively, in sorted order."""
+    if not folder.is_dir():
+        raise ReaderError(f"{folder}: image folder not found")
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        out += [Path(dirpath) / f for f in sorted(filenames) if f.lower().endswith(IMAGE_EXTENSIONS)]
+    return out
+
+
+def _pair(name: str, pairs: list[tuple[Path, Path, str]], on_invalid: str, labeled: bool = True) -> ReadResult:
+    """Records of (image, label, domain) triples whose label exists; missing ones per policy."""
+    listing: dict[Path, set[str]] = {}
+    images, labels, domains = [], [], []
+    result = ReadResult(RecordTable.empty())
+    missing: list[str] = []
+    for image, label, domain in pairs:
+        if labeled:
+            names = listing.get(label.parent)
+            if names is None:  # one directory listing instead of an exists() call per file
+                names = set(os.listdir(label.parent)) if label.parent.is_dir() else set()
+                listing[label.parent] = names
+            if label.name not in names:
+                missing.append(f"{image} (expected label {label})")
+                result.skip("missing_label", str(label))
+                continue
+        images.append(str(image))
+        labels.append(str(label) if labeled else "")
+        domains.append(domain)
+    if missing and on_invalid == "error":
+        raise ReaderError(f"dataset {name!r}: {len(missing)} image(s) without a label, e.g. {missing[0]}; "
+                          "set on_invalid: skip to train without them (they will be counted)")
+    result.records = RecordTable.from_columns({
+        "image": images, "label": labels, "dataset": name, "domain": domains,
+        "kind": "real" if labeled else "unlabeled", "source": name}, n=len(images)).sorted()
+    return result

@@ -1,0 +1,204 @@
+"""Terminal rendering of command results: rich tables and the lines printed around them.
+
+Every function takes the library's result (a report, a document, ``metrics.json``) and returns
+a rich ``Table`` or display lines, or prints them on a given console. The text is parsed by
+users' scripts: change it only on purpose. Imports stay light (no torch, no pyarrow), so that
+commands which print little stay fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.table import Table
+
+from proveseg.study.formatting import leaderboard_table, pct
+
+if TYPE_CHECKING:
+    from proveseg.data.manifest import ManifestReport
+    from proveseg.train.diagnose import Finding
+
+__all__ = ["consistency_table", "manifest_examples", "manifest_table", "members_table", "metrics_tables",
+           "plan_table", "print_findings", "print_leaderboard", "print_manifest_report", "print_plan",
+           "print_verify_batches", "stats_table", "synth_table", "verify_batches_lines"]
+
+
+def synth_table(info: dict[str, Any], title: str) -> Table:
+    """Images per domain: real ones per split, generated ones per generator (``info.json`` of a benchmark)."""
+    counts = info["counts"]
+    columns = [(split, counts["real"][split]) for split in ("train", "test")]
+    columns += [(name, per) for name, per in counts["generated"].items()]
+    table = Table(title=title, caption="real: images per split; others: generated images per target")
+    table.add_column("domain", no_wrap=True)
+    for name, _ in columns:
+        table.add_column(name, justify="right", no_wrap=True)
+    for domain in info["domains"]:
+        table.add_row(domain, *(str(per.get(domain, "-")) for _, per in columns))
+    table.add_row("total", *(str(sum(per.values())) for _, per in columns), style="bold")
+    return table
+
+
+def manifest_table(report: ManifestReport) -> Table:
+    """Per dataset of a manifest: rows, found, valid, and rejected rows by reason."""
+    table = Table(title=f"{report.path} (generator {report.generator})")
+    for col in ("dataset", "rows", "found", "valid", "rejected"):
+        table.add_column(col, justify="left" if col in ("dataset", "rejected") else "right")
+    for name, rep in sorted(report.datasets.items()):
+        reasons = ", ".join(f"{r}: {n}" for r, n in sorted(rep.rejected.items())) or "-"
+        table.add_row(name, str(rep.rows), str(rep.found), str(rep.valid), reasons)
+    return table
+
+
+def manifest_examples(report: ManifestReport) -> list[str]:
+    """One line per example rejected row: dataset, row number in the file, reason, detail (plain text)."""
+    return [f"  {name}: row {ex['row']}: {ex['reason']}: {ex['detail']}"
+            for name, rep in sorted(report.datasets.items()) for ex in rep.examples]
+
+
+def print_manifest_report(console: Console, report: ManifestReport, failed: bool) -> None:
+    """The manifest table and example rows; with ``failed``, the count of invalid rows under the error policy."""
+    console.print(manifest_table(report))
+    for line in manifest_examples(report):
+        console.print(line, highlight=False, markup=False)
+    if failed:
+        console.print(f"[red]{report.n_invalid} invalid row(s)[/red] (policy: error)")
+
+
+def verify_batches_lines(report: dict[str, Any], config: str) -> list[str]:
+    """The ratio and batch size, each loaded batch by group, then sizes (``verify_batches`` of ``config``)."""
+    lines = [f"config {config}: real/gen ratio {report['real_gen_ratio']}, batch size {report['batch_size']}"
+             " (counted from loaded batches)"]
+    for i, b in enumerate(report["batches"], start=1):
+        parts = " + ".join(f"{n} {k}" for k, n in b.items() if n)
+        lines.append(f"Batch {i}: {parts} = {sum(b.values())} total")
+    sizes = report["sizes"]
+    gen = report["generated"]
+    lines.append(f"real size: {sizes.get('real', 0)} | generated found/valid: {gen['found']}/{gen['valid']} | "
+                 f"combined size: {report['combined_size']} | total batches: {report['total_batches']}")
+    return lines
+
+
+def members_table(report: dict[str, Any]) -> Table:
+    """Each member dataset of a training mix: group, samples, repeats, effective samples."""
+    table = Table(title="members")
+    for col in ("dataset", "group", "samples", "repeats", "effective"):
+        table.add_column(col, justify="left" if col in ("dataset", "group") else "right")
+    for m in report["members"]:
+        table.add_row(m["name"], m["group"], str(m["samples"]), f"{m['repeats']:g}", f"{m['effective']:g}")
+    return table
+
+
+def print_verify_batches(console: Console, report: dict[str, Any], config: str) -> None:
+    """Summary lines, the members table, then a MISMATCH line per problem."""
+    for line in verify_batches_lines(report, config):
+        console.print(line, highlight=False)
+    console.print(members_table(report))
+    for problem in report["problems"]:
+        console.print(f"[red]MISMATCH[/red] {problem}")
+
+
+def metrics_tables(metrics: dict[str, Any], title: str) -> list[Table]:
+    """Overall, per-domain and per-class tables of a ``metrics.json`` (percent, two decimals)."""
+    overall = Table(title=title)
+    for col in ("mIoU", "95% CI", "aAcc", "mAcc", "domain mean", "images"):
+        overall.add_column(col, justify="right")
+    lo, hi = metrics["ci95"]
+    overall.add_row(pct(metrics["mIoU"]), f"[{pct(lo)}, {pct(hi)}]", pct(metrics["aAcc"]), pct(metrics["mAcc"]),
+                    pct(metrics["domain_mean_mIoU"]), str(metrics["n_images"]))
+    domains = Table(title="per domain")
+    for col in ("domain", "mIoU", "aAcc", "images"):
+        domains.add_column(col, justify="left" if col == "domain" else "right")
+    for name, d in metrics["per_domain"].items():
+        domains.add_row(name, pct(d["mIoU"]), pct(d["aAcc"]), str(d["n_images"]))
+    classes = Table(title="per class (IoU; - = class absent from labels and predictions)")
+    classes.add_column("class")
+    classes.add_column("IoU", justify="right")
+    classes.add_column("acc", justify="right")
+    for name, v in metrics["per_class"].items():
+        classes.add_row(name, pct(v), pct(metrics["per_class_acc"][name]))
+    return [overall, domains, classes]
+
+
+def stats_table(stats: dict[str, dict[str, dict[str, Any]]], title: str) -> Table:
+    """Generated vs original images per generator and target domain (``generator_stats``)."""
+    table = Table(title=title)
+    for col in ("generator", "target", "images", "mean gen/orig", "std gen/orig", "|diff| /255", "|diff| %",
+                "edges on boundaries gen/orig", "layout score"):
+        table.add_column(col, justify="left" if col in ("generator", "target") else "right")
+    for gen, per in stats.items():
+        for dom, s in per.items():
+            table.add_row(gen, dom, str(s["images"]), f"{s['generated_mean']:.1f} / {s['original_mean']:.1f}",
+                          f"{s['generated_std']:.1f} / {s['original_std']:.1f}", f"{s['mean_abs_diff']:.1f}",
+                          f"{s['mean_abs_diff_pct']:.1f}",
+                          f"{s['edge_alignment_generated']:.3f} / {s['edge_alignment_original']:.3f}",
+                          f"{s['layout_score']:.2f}")
+    return table
+
+
+def consistency_table(report: dict[str, dict[str, dict[str, Any]]], title: str, blocks: Sequence[int]) -> Table:
+    """Semantic and layout consistency per generator and target domain (``consistency_report``), in percent.
+
+    ``blocks`` are the layout block sizes the report holds (``proveseg.evaluate.consistency.BLOCKS``).
+    """
+    table = Table(title=title)
+    cols = ["generator", "target", "images", "semantic", "original", "agree px", "agree mIoU"]
+    cols += [f"layout {b}x{b}" for b in blocks] + [f"agree {b}x{b}" for b in blocks]
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("generator", "target") else "right")
+    for gen, per in report.items():
+        for dom, r in per.items():
+            table.add_row(gen, dom, str(r["images"]), pct(r["semantic_mIoU"]), pct(r["original_mIoU"]),
+                          pct(r["agreement_pixel"]), pct(r["agreement_mIoU"]),
+                          *(pct(r[f"layout_semantic_{b}_mIoU"]) for b in blocks),
+                          *(pct(r[f"layout_agreement_{b}_pixel"]) for b in blocks))
+    return table
+
+
+def plan_table(doc: dict[str, Any], title: str) -> Table:
+    """One row per planned run with its status (``doc["runs"]`` of ``proveseg plan --json``)."""
+    table = Table(title=title)
+    for col in ("stage", "strategy", "dataset", "model", "ratio", "seed", "status", "run dir"):
+        table.add_column(col, no_wrap=True)
+    for r in doc["runs"]:
+        table.add_row(*(str(r[k]) for k in ("stage", "strategy", "dataset", "model", "ratio", "seed", "status",
+                                            "run_dir")))
+    return table
+
+
+def print_plan(console: Console, doc: dict[str, Any], title: str) -> None:
+    """The plan table, then the number of jobs per stage."""
+    console.print(plan_table(doc, title))
+    parts = " + ".join(f"{n} {s}" for s, n in doc["totals"].items())
+    console.print(f"{len(doc['runs'])} jobs: {parts}", highlight=False)
+
+
+def print_leaderboard(console: Console, doc: dict[str, Any], title: str) -> None:
+    """The leaderboard table, then INVALID runs, warnings and ablation readings."""
+    console.print(leaderboard_table(doc, title))
+    if doc.get("generated_spread") is not None:
+        console.print(f"spread between generated strategies: {100 * doc['generated_spread']:.2f} points",
+                      highlight=False)
+    for item in doc["invalid"]:
+        console.print(f"[red]INVALID[/red] {item['run_dir']}: {item['reason']}", highlight=False)
+    for warning in doc["warnings"]:
+        console.print(f"[yellow]WARNING[/yellow] {warning}", highlight=False)
+    if "noise_ablation" in doc:
+        na = doc["noise_ablation"]
+        console.print(f"noise ablation: [bold]{na['outcome']}[/bold]", highlight=False)
+    for strategy, points in doc.get("ratio_ablation", {}).items():
+        console.print(f"ratio ablation {strategy}: " + ", ".join(f"{p['ratio']:g} -> {100 * p['mIoU']:.2f}"
+                                                                 for p in points), highlight=False)
+
+
+def print_findings(console: Console, findings: Iterable[Finding]) -> None:
+    """Training diagnostics: severity and message, then the numbers and the suggestion, indented."""
+    for f in findings:
+        colour = "yellow" if f.severity == "warning" else "green"
+        console.print(f"[{colour}]{f.severity.upper():7s}[/{colour}] {f.name}: {f.message}", highlight=False)
+        if f.numbers:
+            console.print("         " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                 for k, v in f.numbers.items()), highlight=False)
+        if f.suggestion:
+            console.print(f"         suggestion: {f.suggestion}", highlight=False)

@@ -1,0 +1,129 @@
+"""One optimisation step: ``grad_accum`` micro-batches through the model adapter, then one update.
+
+Each micro-batch is counted by the consumption audit and chained into the sequence hash before
+it is used, so what the step trains on is exactly what the proof records. Unlabeled samples (in
+a self-training run) become strong views with the teacher's pseudo-labels; the adapter owns
+both losses, so nothing here depends on the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from proveseg.config import TrainConfig
+from proveseg.data.classes import IGNORE_INDEX
+from proveseg.train.state import TrainState
+
+__all__ = ["StepLog", "StepOptions", "train_step"]
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """How steps run on this device (from the run's train config)."""
+
+    device: torch.device
+    accum: int = 1
+    grad_clip: float | None = None
+    channels_last: bool = False
+    amp_dtype: torch.dtype | None = None  # CUDA autocast dtype; None = full precision
+
+    @classmethod
+    def from_config(cls, tc: TrainConfig, device: torch.device) -> StepOptions:
+        cuda = device.type == "cuda"
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.amp) if cuda else None
+        return cls(device, tc.grad_accum, tc.grad_clip, tc.channels_last and cuda, dtype)
+
+    def autocast(self) -> AbstractContextManager[Any]:
+        return torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext()
+
+
+@dataclass
+class StepLog:
+    """What one step reports: mean loss over micro-batches, its parts, train accuracy, self-training stats."""
+
+    loss: float = 0.0
+    parts: dict[str, float] = field(default_factory=dict)
+    correct: int = 0
+    labeled_px: int = 0
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def train_acc(self) -> float | None:
+        return self.correct / self.labeled_px if self.labeled_px else None
+
+
+def _inputs(state: TrainState, batch: dict[str, Any], opts: StepOptions, micro_index: int,
+            ) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor | None, dict[str, Any]]:
+    """(images, labeled masks, number labeled, pseudo-label targets or None, self-training stats)."""
+    images = batch["image"].to(opts.device, non_blocking=True)
+    if opts.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    masks = batch["mask"].to(opts.device, non_blocking=True)
+    unlabeled = torch.tensor([k == "unlabeled" for k in batch["kind"]], device=opts.device)
+    st = state.selftrain
+    if st is None or not bool(unlabeled.any()):
+        return images, masks, len(images), None, {}
+    labeled_images, labeled_masks = images[~unlabeled], masks[~unlabeled]
+    strong, target, stats = st.prepare(images[unlabeled], micro_index)
+    stats["teacher_probe_acc"] = st.probe(labeled_images, labeled_masks) if len(labeled_images) else None
+    return torch.cat([labeled_images, strong]), labeled_masks, len(labeled_images), target, stats
+
+
+def _micro_step(state: TrainState, batch: dict[str, Any], opts: StepOptions, micro_index: int, log: StepLog) -> None:
+    state.audit.update(batch)
+    state.progress.record_batch(batch["index"].numpy())
+    images, masks, n_labeled, target, stats = _inputs(state, batch, opts, micro_index)
+    model = state.model
+    with opts.autocast():
+        outputs = model.forward(state.net, images)
+        labeled, rest = model.split(outputs, n_labeled)
+        loss, parts = model.loss(labeled, masks)
+        if target is not None and state.selftrain is not None:
+            unsup = model.unsupervised_loss(rest, target)
+            weight = state.selftrain.weight(state.iteration)
+            loss = loss + weight * unsup
+            parts = {**parts, "st": float(unsup.detach()), "st_weight": weight}
+    with torch.no_grad():
+        valid = masks != IGNORE_INDEX
+        log.correct += int((model.pixel_logits(labeled).argmax(1)[valid] == masks[valid]).sum())
+        log.labeled_px += int(valid.sum())
+    scaled = loss / opts.accum
+    (state.scaler.scale(scaled) if state.scaler else scaled).backward()
+    log.loss += float(loss.detach()) / opts.accum
+    log.parts = {k: log.parts.get(k, 0.0) + v / opts.accum for k, v in parts.items()}
+    log.extras = stats or log.extras
+
+
+def _apply_gradients(state: TrainState, opts: StepOptions) -> None:
+    if state.scaler is not None:
+        state.scaler.unscale_(state.optimizer)
+    if opts.grad_clip:
+        torch.nn.utils.clip_grad_norm_(state.model.network.parameters(), opts.grad_clip)
+    if state.scaler is not None:
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+    else:
+        state.optimizer.step()
+    state.scheduler.step()
+    if state.ema is not None:
+        state.ema.update_parameters(state.model.network)
+    if state.selftrain is not None:
+        state.selftrain.update(state.model.network)
+
+
+def train_step(state: TrainState, batches: Iterator[dict[str, Any]], opts: StepOptions) -> StepLog:
+    """Consume ``opts.accum`` batches, update the weights once, advance ``state.iteration``."""
+    state.net.train()
+    state.optimizer.zero_grad(set_to_none=True)
+    log = StepLog()
+    for micro in range(opts.accum):
+        _micro_step(state, next(batches), opts, state.iteration * opts.accum + micro, log)
+    _apply_gradients(state, opts)
+    state.iteration += 1
+    return log
+
