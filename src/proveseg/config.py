@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from proveseg.readers import SourceConfig
 
@@ -194,7 +194,17 @@ class TrainConfig(_Strict):
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     loss: LossConfig = LossConfig()
-    best_metric: Literal["mIoU", "domain_mean_mIoU", "aAcc"] = "mIoU"
+    best_metric: str = "mIoU"  # a name of evaluate.metrics.SCALAR_METRICS, or domain_mean_mIoU
+
+    @field_validator("best_metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        from proveseg.evaluate.metrics import SCALAR_METRICS  # numpy only: loading a config never imports torch
+
+        valid = [*SCALAR_METRICS, "domain_mean_mIoU"]
+        if value not in valid:
+            raise ValueError(f"{value!r} is not a metric; valid: {', '.join(valid)}")
+        return value
     early_stopping: EarlyStoppingConfig | None = None
     ema: EMAConfig | None = None
     selftrain: SelfTrainConfig | None = None  # needs data.unlabeled and data.unlabeled_share > 0

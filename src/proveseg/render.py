@@ -101,11 +101,14 @@ def print_verify_batches(console: Console, report: dict[str, Any], config: str) 
 
 def metrics_tables(metrics: dict[str, Any], title: str) -> list[Table]:
     """Overall, per-domain and per-class tables of a ``metrics.json`` (percent, two decimals)."""
+    from proveseg.evaluate.metrics import SCALAR_METRICS
+
+    others = [name for name in SCALAR_METRICS if name != "mIoU"]  # every registered metric gets a column
     overall = Table(title=title)
-    for col in ("mIoU", "95% CI", "aAcc", "mAcc", "domain mean", "images"):
+    for col in ("mIoU", "95% CI", *others, "domain mean", "images"):
         overall.add_column(col, justify="right")
     lo, hi = metrics["ci95"]
-    overall.add_row(pct(metrics["mIoU"]), f"[{pct(lo)}, {pct(hi)}]", pct(metrics["aAcc"]), pct(metrics["mAcc"]),
+    overall.add_row(pct(metrics["mIoU"]), f"[{pct(lo)}, {pct(hi)}]", *(pct(metrics.get(name)) for name in others),
                     pct(metrics["domain_mean_mIoU"]), str(metrics["n_images"]))
     domains = Table(title="per domain")
     for col in ("domain", "mIoU", "aAcc", "images"):

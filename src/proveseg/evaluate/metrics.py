@@ -7,12 +7,13 @@ aAcc is correct / labeled pixels. Intervals resample test images (their confusio
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["bootstrap_miou", "class_accuracy", "domain_summary", "iou_per_class", "mean_iou", "overall_accuracy",
-           "paired_bootstrap_diff", "paired_bootstrap_gain", "summarize"]
+__all__ = ["SCALAR_METRICS", "bootstrap_miou", "class_accuracy", "domain_summary", "iou_per_class",
+           "mean_class_accuracy", "mean_iou", "overall_accuracy", "paired_bootstrap_diff", "paired_bootstrap_gain",
+           "scalar_metrics", "summarize"]
 
 
 def iou_per_class(conf: np.ndarray) -> np.ndarray:
@@ -44,6 +45,26 @@ def class_accuracy(conf: np.ndarray) -> np.ndarray:
     conf = np.asarray(conf, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(conf.sum(axis=1) > 0, np.diag(conf) / conf.sum(axis=1), np.nan)
+
+
+def mean_class_accuracy(conf: np.ndarray) -> float:
+    """Mean recall over the classes that have labeled pixels."""
+    acc = class_accuracy(conf)
+    return float(np.nanmean(acc)) if not np.isnan(acc).all() else float("nan")
+
+
+# Every scalar metric of a confusion matrix, by name: metrics.json (overall and per domain), validation logs,
+# ``train.best_metric`` and the evaluate table all read this dict. A new metric is one function and one line here.
+SCALAR_METRICS: dict[str, Callable[[np.ndarray], float]] = {
+    "mIoU": lambda conf: float(mean_iou(conf)),
+    "aAcc": overall_accuracy,
+    "mAcc": mean_class_accuracy,
+}
+
+
+def scalar_metrics(conf: np.ndarray) -> dict[str, float]:
+    """Every metric of :data:`SCALAR_METRICS` on one (C, C) confusion matrix."""
+    return {name: fn(conf) for name, fn in SCALAR_METRICS.items()}
 
 
 def _resample_counts(n_images: int, n_boot: int, seed: int) -> np.ndarray:
@@ -97,7 +118,7 @@ def domain_summary(per_domain: Mapping[str, np.ndarray]) -> dict[str, object]:
     """Overall and per-domain numbers from one summed confusion matrix per domain (validation's metrics)."""
     total = np.sum(list(per_domain.values()), axis=0)
     by_domain = {d: float(mean_iou(conf)) for d, conf in sorted(per_domain.items())}
-    return {"mIoU": float(mean_iou(total)), "aAcc": overall_accuracy(total), "per_domain": by_domain,
+    return {**scalar_metrics(total), "per_domain": by_domain,
             "domain_mean_mIoU": float(np.mean(list(by_domain.values())))}
 
 
@@ -111,12 +132,10 @@ def summarize(per_image: np.ndarray, domains: Sequence[str], class_names: Sequen
     for d in sorted(set(domains_arr.tolist())):
         conf = per_image[domains_arr == d].sum(axis=0)
         n_images = int((domains_arr == d).sum())
-        per_domain[d] = {"mIoU": mean_iou(conf), "aAcc": overall_accuracy(conf), "n_images": n_images}
+        per_domain[d] = {**scalar_metrics(conf), "n_images": n_images}
     lo, hi = bootstrap_miou(per_image, n_boot, seed)
     return {
-        "mIoU": mean_iou(total),
-        "aAcc": overall_accuracy(total),
-        "mAcc": float(np.nanmean(class_accuracy(total))),
+        **scalar_metrics(total),
         "per_class": {name: (None if np.isnan(v) else float(v)) for name, v in zip(class_names, iou, strict=True)},
         "per_class_acc": {name: (None if np.isnan(v) else float(v))
                           for name, v in zip(class_names, class_accuracy(total), strict=True)},
