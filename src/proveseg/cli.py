@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -173,7 +174,7 @@ def cmd_consistency(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from proveseg.config import load_run_config
-    from proveseg.train.loop import Preempted, train
+    from proveseg.train.loop import Preempted, RunLocked, train
 
     cfg = load_run_config(args.config)
     if args.output_dir:
@@ -183,6 +184,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     except Preempted as exc:
         _console(stderr=True).print(f"[yellow]preempted:[/yellow] {exc}")
         return PREEMPTED_EXIT
+    except RunLocked as exc:
+        _console(stderr=True).print(f"[yellow]skipped:[/yellow] {exc}", highlight=False)
+        from proveseg.rundir import LOCKED_EXIT
+
+        return LOCKED_EXIT
     console = _console()
     console.print(f"{cfg.output_dir}: {result.iterations} iterations"
                   + (" (early stop)" if result.stopped_early else ""), highlight=False)
@@ -214,29 +220,39 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from proveseg.study.executors import run_local, run_slurm
+    from proveseg.study.executors import CHANGED, DONE, LOCKED, STOPPED, run_local, run_slurm
+    from proveseg.study.reference import store_study
 
     study, runs = _study_runs(args)
+    store_study(study)  # the reference the leaderboard checks these runs against
     if args.executor == "slurm":
         out = run_slurm(runs, study.slurm, study.results_root / ".submitit", force=args.force)
         for run_dir, state in out.items():
             print(f"{state:>10}  {run_dir}")
-        return 0 if all(v == "done" for v in out.values()) else 1
+        return 0 if all(v == "done" or v.startswith("skipped") for v in out.values()) else 1
     gpus = args.gpus.split(",") if args.gpus else None
     codes = run_local(runs, args.max_parallel, args.force, gpus)
-    failed = {k: v for k, v in codes.items() if v not in (0, -1)}
+    count = {name: sum(v == code for v in codes.values())
+             for name, code in (("locked", LOCKED), ("changed", CHANGED), ("stopped", STOPPED))}
+    failed = {k: v for k, v in codes.items() if v not in (0, DONE, LOCKED, CHANGED, STOPPED)}
+    extra = "".join(f", {count[k]} {text}" for k, text in (("locked", "held by another process"),
+                                                          ("changed", "refused (study changed)"),
+                                                          ("stopped", "not started (stopped)")) if count[k])
     print(f"{len(codes)} runs: {sum(v == 0 for v in codes.values())} trained, "
-          f"{sum(v == -1 for v in codes.values())} already done, {len(failed)} failed")
+          f"{sum(v == DONE for v in codes.values())} already done, {len(failed)} failed{extra}")
     for run_dir, code in failed.items():
         print(f"  exit {code}: {run_dir} (see {run_dir}/train.log)")
-    return 1 if failed else 0
+    if count["stopped"] or any(v == 3 for v in failed.values()):
+        return 3
+    return 1 if failed or count["changed"] else 0
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from proveseg.study.formatting import leaderboard_csv, leaderboard_markdown
     from proveseg.study.leaderboard import build_leaderboard
 
-    doc = build_leaderboard(args.results_root, args.stage, n_boot=args.n_boot)
+    doc = build_leaderboard(args.results_root, args.stage, n_boot=args.n_boot, studies=args.study,
+                            audit=not args.no_audit)
     if args.format == "json":
         print(json.dumps(doc, indent=2, sort_keys=True))
     elif args.format == "md":
@@ -248,10 +264,21 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from proveseg.study.audit import audit_target
+
+    doc = audit_target(Path(args.target), args.study)
+    if args.json:
+        print(json.dumps(doc, indent=2, sort_keys=True))
+    else:
+        _console().print(render.audit_table(doc, f"audit of {args.target}"))
+    return 0 if doc["runs"] and all(r["verdict"] == "verified" for r in doc["runs"]) else 1
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from proveseg.study.report import write_report
 
-    out = write_report(args.results_root, args.out, args.stage)
+    out = write_report(args.results_root, args.out, args.stage, studies=args.study, audit=not args.no_audit)
     _console().print(f"wrote {out}", highlight=False)
     return 0
 
@@ -355,6 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
+    def proof_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--study", type=Path, action="append", default=None,
+                       help="study YAML the runs are checked against (repeatable; default: the studies stored under "
+                            "RESULTS_ROOT/.studies by `proveseg run`, and RESULTS_ROOT/study.yaml)")
+        p.add_argument("--no-audit", action="store_true",
+                       help="rank runs on their own records without re-deriving them (faster; the output says so)")
+
     def study_filters(p: argparse.ArgumentParser) -> None:
         p.add_argument("study")
         p.add_argument("--stage", default=None)
@@ -380,12 +414,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", default=None)
     p.add_argument("--format", choices=("table", "md", "csv", "json"), default="table")
     p.add_argument("--n-boot", type=int, default=1000)
+    proof_options(p)
     p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("audit", help="re-derive runs' records from run.yaml and the sources: verified, stale, "
+                                     "inconsistent")
+    p.add_argument("target", help="a run directory or a results root")
+    p.add_argument("--study", type=Path, action="append", default=None,
+                   help="also check each run.yaml against this study (default: the studies stored under the root)")
+    p.add_argument("--json", action="store_true", help="print the verdicts as JSON")
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("report", help="one self-contained HTML report of a results root")
     p.add_argument("results_root")
     p.add_argument("--out", default="report.html")
     p.add_argument("--stage", default=None)
+    proof_options(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("stats", help="generated vs original images: colour statistics and layout score")

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from proveseg.data.manifest import ManifestReport
     from proveseg.train.diagnose import Finding
 
-__all__ = ["consistency_table", "manifest_examples", "manifest_table", "members_table", "metrics_tables",
+__all__ = ["audit_table", "consistency_table", "manifest_examples", "manifest_table", "members_table", "metrics_tables",
            "plan_table", "print_findings", "print_leaderboard", "print_manifest_report", "print_plan",
            "print_verify_batches", "stats_table", "synth_table", "verify_batches_lines"]
 
@@ -205,3 +205,15 @@ def print_findings(console: Console, findings: Iterable[Finding]) -> None:
                                                  for k, v in f.numbers.items()), highlight=False)
         if f.suggestion:
             console.print(f"         suggestion: {f.suggestion}", highlight=False)
+
+
+def audit_table(doc: dict[str, Any], title: str) -> Table:
+    """One line per audited run: verdict, batches re-derived, seconds, and why when it is not verified."""
+    counts = ", ".join(f"{n} {v}" for v, n in doc["counts"].items() if n)
+    studies = f"; checked against study {', '.join(doc['studies'])}" if doc["studies"] else "; no study at hand"
+    table = Table(title=title, caption=f"{counts or 'no runs'} in {doc['seconds']:.1f} s{studies}")
+    for col in ("run", "verdict", "batches", "s", "why"):
+        table.add_column(col, justify="right" if col in ("batches", "s") else "left", overflow="fold")
+    for r in doc["runs"]:
+        table.add_row(r["run_dir"], r["verdict"], str(r["batches"]), f"{r['seconds']:.2f}", "; ".join(r["reasons"]))
+    return table

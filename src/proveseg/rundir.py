@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,83 @@ from typing import Any
 from proveseg import __version__
 from proveseg.atomic import atomic_write_json, atomic_write_text
 
-__all__ = ["STATUSES", "RunDir", "code_version"]
+__all__ = ["LOCKED_EXIT", "LOCK_FD_ENV", "STATUSES", "RunDir", "RunLock", "RunLocked", "code_version"]
 
 STATUSES = ("running", "done", "failed")
+LOCK_FD_ENV = "PROVESEG_RUN_LOCK_FD"  # an executor hands its held lock to the trainer it starts
+LOCKED_EXIT = 4  # `proveseg train`'s exit code when another process holds the run directory
+
+
+class RunLocked(RuntimeError):
+    """Another process holds the run directory: it is training (or preparing) this run now."""
+
+
+class RunLock:
+    """One writer per run directory: an OS lock (``flock``) on ``<run_dir>/.lock``.
+
+    The kernel drops the lock when the last descriptor of the holding process closes, so a crashed
+    or killed process never leaves it behind. The lock file names its holder (pid@host) for the
+    message a second process gets.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.path = Path(root) / ".lock"
+        self.fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        """Take the lock now or raise RunLocked naming the holder; adopts a lock handed down by an executor."""
+        if self.fd is not None:
+            return self
+        inherited = self._inherited()
+        if inherited is not None:
+            self.fd = inherited
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunLocked(f"{self.path.parent} is held by {holder} (one writer per run directory)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}@{socket.gethostname()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def _inherited(self) -> int | None:
+        value = os.environ.get(LOCK_FD_ENV, "")
+        if not value.isdigit():
+            return None
+        try:
+            same = os.fstat(int(value)).st_ino == os.stat(self.path).st_ino
+        except OSError:
+            return None
+        return int(value) if same else None
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def held_elsewhere(self) -> str | None:
+        """Who holds the lock now when another process does, else None; creates nothing (``plan`` is a dry run)."""
+        if self.fd is not None or not self.path.exists():
+            return None
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+        finally:
+            os.close(fd)
+        return None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def code_version() -> dict[str, str]:

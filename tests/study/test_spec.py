@@ -74,9 +74,13 @@ def test_study_validation_names_the_field(tmp_path: Path, over: dict, field: str
         load_study(_study(tmp_path, **over))
 
 
-def test_stage2_top_k_keeps_the_best_stage1_strategies(tmp_path: Path) -> None:
+def test_stage2_top_k_keeps_the_best_stage1_strategies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from proveseg.study import leaderboard
+    from proveseg.study.audit import AuditResult
     from tests.study.test_leaderboard import fake_run
 
+    # hand-written stage-1 records: nothing to re-derive, so the audit is taken as passed here
+    monkeypatch.setattr(leaderboard, "audit_run", lambda run_dir: AuditResult(run_dir, "verified"))
     path = _study(tmp_path, datasets={"synthetic": {"train": {"root": "d/train"}, "test": {"root": "d/test"}}},
                   generators={g: {"manifest": "m.csv"} for g in ("a", "b", "c")}, noise_reference="a",
                   strategies=["baseline", "gen_a", "gen_b", "gen_c"], models=["unet_micro"], seeds=[0],

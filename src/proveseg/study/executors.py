@@ -1,34 +1,75 @@
 """Executors: run a study's runs locally (one process each) or on Slurm through submitit.
 
 Both skip runs that are done, resume runs that have a ``last.pt`` and restart the others; with
-``force`` a run directory is removed first. A crash of one run never stops the others.
+``force`` a run directory is emptied first. A crash of one run never stops the others. One writer
+per run directory: a run is prepared under its :class:`~proveseg.rundir.RunLock`, which the local
+executor hands to the trainer process it starts, so a second ``proveseg run`` of the same study
+skips (and reports) what the first one holds. A run whose ``run.yaml`` differs from what the study
+plans now (the study was edited after the run started) is refused with the fields that changed.
+Stopping ``proveseg run`` (SIGTERM, SIGINT, SIGHUP; or SIGKILL, through the kernel's parent-death
+signal) stops its trainers at their next step boundary with ``last.pt`` saved.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import IO
 
-from proveseg.config import dump_config
-from proveseg.rundir import RunDir
+from proveseg.config import dump_config, load_run_config
+from proveseg.rundir import LOCK_FD_ENV, LOCKED_EXIT, RunDir, RunLock, RunLocked
 from proveseg.study.matrix import PlannedRun
+from proveseg.study.reference import run_differences
 from proveseg.study.spec import SlurmSpec
 
-__all__ = ["prepare", "run_local", "run_slurm"]
+__all__ = ["CHANGED", "DONE", "LOCKED", "STOPPED", "StudyChanged", "changed_fields", "prepare", "run_local",
+           "run_slurm"]
+
+DONE, LOCKED, CHANGED, STOPPED = -1, -2, -3, -4  # run_local's codes besides a trainer's exit code
+
+
+class StudyChanged(RuntimeError):
+    """The run directory holds a run of other settings than the study plans now."""
+
+
+def changed_fields(run: PlannedRun) -> list[str]:
+    """How the run's existing ``run.yaml`` differs from what the study plans now ([] when it does not exist)."""
+    return run_differences(run.run_dir, run.config)
+
+
+def _empty(run_dir: Path) -> None:
+    """Remove everything in a run directory but its lock file (which the caller holds)."""
+    for child in run_dir.iterdir():
+        if child.name == ".lock":
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 def prepare(run: PlannedRun, force: bool) -> list[str] | None:
-    """Write the run's config; return the ``train`` arguments, or None when it is already done."""
+    """Write the run's config; the ``train`` arguments, or None when it is done. The caller holds the run's lock.
+
+    Raises StudyChanged when a done or resumable run was made with other settings than the study's now.
+    """
     rd = RunDir(run.run_dir)
     if force and run.run_dir.exists():
-        shutil.rmtree(run.run_dir)
+        _empty(run.run_dir)
     state = rd.status()[0]
+    if state == "done" or rd.last.exists():
+        diffs = changed_fields(run)
+        if diffs:
+            raise StudyChanged(f"{run.run_dir}: the study changed since this run started ({'; '.join(diffs[:3])}); "
+                               "resuming would mix two settings: rerun it with --force, or give it a new seed")
     if state == "done":
         return None
     run.run_dir.mkdir(parents=True, exist_ok=True)
@@ -39,44 +80,114 @@ def prepare(run: PlannedRun, force: bool) -> list[str] | None:
     return ["train", str(config)] + (["--resume"] if rd.last.exists() else [])
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the parent dies, even by SIGKILL (Linux PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+@dataclass
+class _Active:
+    proc: subprocess.Popen[bytes]
+    run: PlannedRun
+    gpu: str | None
+    log: IO[bytes]
+
+
+@dataclass
+class _LocalRunner:
+    max_parallel: int
+    force: bool
+    gpus: list[str] | None
+    echo: bool
+    codes: dict[str, int] = field(default_factory=dict)
+    active: list[_Active] = field(default_factory=list)
+    stopping: bool = False
+
+    def say(self, text: str) -> None:
+        if self.echo:
+            print(text, flush=True)
+
+    def start(self, run: PlannedRun) -> None:
+        """Take the run's lock, prepare it and hand the lock to its trainer process (or record why not)."""
+        key = str(run.run_dir)
+        lock = RunLock(run.run_dir)
+        try:
+            lock.acquire()
+        except RunLocked as exc:
+            self.codes[key] = LOCKED
+            self.say(f"skip {run.run_dir}: {exc}")
+            return
+        try:
+            args = prepare(run, self.force)
+        except StudyChanged as exc:
+            lock.release()
+            self.codes[key] = CHANGED
+            self.say(f"refused {exc}")
+            return
+        if args is None:
+            lock.release()
+            self.codes[key] = DONE
+            return
+        gpu = self.gpus.pop(0) if self.gpus is not None else None
+        assert lock.fd is not None
+        env = {**os.environ, LOCK_FD_ENV: str(lock.fd), **({"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {})}
+        log: IO[bytes] = (run.run_dir / "train.log").open("ab")
+        self.say(f"start {run.run_dir}")
+        proc = subprocess.Popen([sys.executable, "-m", "proveseg.cli", *args], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, pass_fds=(lock.fd,), preexec_fn=_die_with_parent)
+        lock.release()  # the trainer holds it now (the same open file, inherited)
+        self.active.append(_Active(proc, run, gpu, log))
+
+    def reap(self) -> None:
+        for item in list(self.active):
+            code = item.proc.poll()
+            if code is None:
+                continue
+            item.log.close()
+            self.active.remove(item)
+            self.codes[str(item.run.run_dir)] = LOCKED if code == LOCKED_EXIT else code
+            if item.gpu is not None and self.gpus is not None:
+                self.gpus.append(item.gpu)
+            self.say(f"{'done' if code == 0 else f'exit {code}'} {item.run.run_dir}")
+
+    def stop(self, signum: int, frame: FrameType | None) -> None:
+        """Stop starting runs and ask the running trainers to checkpoint and exit."""
+        self.stopping = True
+        for item in self.active:
+            item.proc.send_signal(signal.SIGTERM)
+
+
 def run_local(runs: Sequence[PlannedRun], max_parallel: int = 1, force: bool = False,
               gpus: Sequence[str] | None = None, echo: bool = True) -> dict[str, int]:
     """Run each run in its own ``proveseg train`` process, ``max_parallel`` at a time.
 
     With ``gpus``, each running process gets one of them through ``CUDA_VISIBLE_DEVICES``.
-    Returns run directory -> exit code (0 done, 3 preempted, other failed; -1 skipped as done).
+    Returns run directory -> exit code (0 done, 3 preempted, other failed) or DONE (already done),
+    LOCKED (another process holds it), CHANGED (the study changed since it started), STOPPED (not
+    started because this executor was stopped).
     """
+    runner = _LocalRunner(max(1, max_parallel), force, list(gpus) if gpus else None, echo)
     queue = list(runs)
-    codes: dict[str, int] = {}
-    active: list[tuple[subprocess.Popen[bytes], PlannedRun, str | None, IO[bytes]]] = []
-    free = list(gpus or [])
-    while queue or active:
-        while queue and len(active) < max(1, max_parallel) and (not gpus or free):
-            run = queue.pop(0)
-            args = prepare(run, force)
-            if args is None:
-                codes[str(run.run_dir)] = -1
-                continue
-            gpu = free.pop(0) if gpus else None
-            env = {**os.environ, **({"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {})}
-            log: IO[bytes] = (run.run_dir / "train.log").open("ab")
-            if echo:
-                print(f"start {run.run_dir}", flush=True)
-            proc = subprocess.Popen([sys.executable, "-m", "proveseg.cli", *args], env=env, stdout=log,
-                                    stderr=subprocess.STDOUT)
-            active.append((proc, run, gpu, log))
-        time.sleep(0.2)
-        for item in list(active):
-            proc, run, gpu, log = item
-            if proc.poll() is not None:
-                log.close()
-                active.remove(item)
-                codes[str(run.run_dir)] = proc.returncode
-                if gpu is not None:
-                    free.append(gpu)
-                if echo:
-                    print(f"{'done' if proc.returncode == 0 else f'exit {proc.returncode}'} {run.run_dir}", flush=True)
-    return codes
+    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {s: signal.signal(s, runner.stop) for s in signals}
+    try:
+        while (queue and not runner.stopping) or runner.active:
+            while queue and not runner.stopping and len(runner.active) < runner.max_parallel and (
+                    runner.gpus is None or runner.gpus):
+                runner.start(queue.pop(0))
+            time.sleep(0.2)
+            runner.reap()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    for run in queue:
+        runner.codes[str(run.run_dir)] = STOPPED
+    return runner.codes
 
 
 class SlurmRun:
@@ -86,13 +197,14 @@ class SlurmRun:
         self.run_dir = run_dir
 
     def __call__(self) -> str:
-        from proveseg.config import load_run_config
         from proveseg.train.loop import Preempted, train
 
         rd = RunDir(self.run_dir)
         cfg = load_run_config(Path(self.run_dir) / "run.yaml")
         try:
             train(cfg, resume=rd.last.exists())
+        except RunLocked as exc:
+            return f"skipped: {exc}"
         except Preempted:
             job = os.environ.get("SLURM_ARRAY_JOB_ID")
             task = os.environ.get("SLURM_ARRAY_TASK_ID")
@@ -102,17 +214,31 @@ class SlurmRun:
         return rd.status()[0]
 
 
+def _prepare_locked(run: PlannedRun, force: bool) -> tuple[bool, str]:
+    """(submit?, why not) for one run, prepared under its lock (released before submission)."""
+    try:
+        with RunLock(run.run_dir):
+            return prepare(run, force) is not None, "done"
+    except RunLocked as exc:
+        return False, f"skipped: {exc}"
+    except StudyChanged as exc:
+        return False, f"refused: {exc}"
+
+
 def run_slurm(runs: Sequence[PlannedRun], spec: SlurmSpec, folder: Path, force: bool = False,
               wait: bool = True) -> dict[str, str]:
     """Submit the runs as one submitit job array; with ``wait``, block until every task ends."""
     import submitit
 
-    todo = []
+    todo, out = [], {}
     for run in runs:
-        if prepare(run, force) is not None:
+        submit, why = _prepare_locked(run, force)
+        if submit:
             todo.append(run)
+        elif why != "done":
+            out[str(run.run_dir)] = why
     if not todo:
-        return {}
+        return out
     executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
     params: dict[str, object] = {"slurm_array_parallelism": spec.array_parallelism, "cpus_per_task": spec.cpus_per_task,
                                  "mem_gb": spec.mem_gb, "timeout_min": spec.timeout_min, "name": "proveseg"}
@@ -123,7 +249,7 @@ def run_slurm(runs: Sequence[PlannedRun], spec: SlurmSpec, folder: Path, force: 
     executor.update_parameters(**params)
     with executor.batch():
         jobs = [executor.submit(SlurmRun(str(run.run_dir))) for run in todo]
-    out = {str(run.run_dir): job.job_id for run, job in zip(todo, jobs, strict=True)}
+    out.update({str(run.run_dir): job.job_id for run, job in zip(todo, jobs, strict=True)})
     if wait:
         for run, job in zip(todo, jobs, strict=True):
             try:

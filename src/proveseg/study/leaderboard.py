@@ -1,31 +1,39 @@
 """Leaderboard over a results root: only runs whose records prove their data mix are ranked.
 
-A run counts when its status is ``done``, it has ``metrics.json``, ``confusion.npz`` and a
-``composition.json`` that matches its request, and the consumed share of generated (or noise)
-samples equals the requested share (zero for baseline and ``std_*``). Everything else is listed as
-INVALID with its reason. Strategies are compared on the (dataset, model, seed) cells that all of
-them and the baseline have; the gain over baseline gets a 95% paired-bootstrap interval over test
-images (the same resample for both runs of a cell, averaged over cells).
+A run counts when every check passes, in this order: its ``run.yaml`` validates; its status is
+``done`` with ``metrics.json``, ``confusion.npz`` and ``composition.json``; it is the run its study
+plans at that path (the studies stored under the results root, or ``--study``) — or, with no
+study at hand, its folder name agrees with its ``run.yaml``; a generated-data strategy outside the
+ratio ablation consumed generated data at all; its composition matches its request and its
+strategy's proof rule; and ``proveseg audit`` re-derives its record (skipped with ``audit=False``,
+which the document then says). Runs of one cell must share every setting their strategies do not
+vary. Everything else is listed as INVALID with its reason.
+
+Strategies are compared on the (dataset, model, seed) cells that all of them and the baseline
+have; the gain over baseline gets a 95% paired-bootstrap interval over test images (the same
+resample for both runs of a cell, averaged over cells).
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from proveseg.config import ConfigError, DataConfig, load_run_config
+from proveseg.config import ConfigError, DataConfig, RunConfig, load_run_config
 from proveseg.data.records import SOURCE_DOMAIN
 from proveseg.evaluate.metrics import paired_bootstrap_gain
 from proveseg.evaluate.runner import read_confusion
 from proveseg.strategies import parse_strategy
+from proveseg.study.audit import audit_run
+from proveseg.study.reference import StudyReference, setting_differences
 from proveseg.study.runkey import RunKey
 
-__all__ = ["RunRecord", "build_leaderboard", "collect_runs"]
+__all__ = ["Checks", "RunRecord", "build_leaderboard", "collect_runs", "rank_runs"]
 
 Cell = tuple[str, str, int]
 
@@ -38,10 +46,19 @@ class RunRecord(RunKey):
     metrics: dict[str, Any] = field(default_factory=dict)
     invalid: str | None = None
     type: str = "?"
+    config: RunConfig | None = None
 
     @property
     def label(self) -> str:
         return self.strategy
+
+
+@dataclass(frozen=True)
+class Checks:
+    """What a run is checked against beyond its own record."""
+
+    reference: StudyReference = field(default_factory=StudyReference)
+    audit: bool = True
 
 
 def _status_problem(run_dir: Path) -> str | None:
@@ -57,54 +74,97 @@ def _status_problem(run_dir: Path) -> str | None:
     return None
 
 
-def _requested_data(run_dir: Path, comp: dict[str, Any]) -> DataConfig:
+def _requested_data(cfg: RunConfig | None, comp: dict[str, Any]) -> DataConfig:
     """The data request a run is proven against: its ``run.yaml``, else (older runs) its composition record."""
-    if (run_dir / "run.yaml").exists():
-        return load_run_config(run_dir / "run.yaml").data
+    if cfg is not None:
+        return cfg.data
     groups = comp.get("requested", {}).get("groups", {})
     return DataConfig(real_gen_ratio=float(comp["requested"]["real_gen_ratio"]),
                       unlabeled_share=float(groups.get("unlabeled", {}).get("share", 0.0)))
 
 
-def _check(run_dir: Path, strategy: str) -> str | None:
-    """Why a run does not prove its strategy's mix, else None: status, files, request match, proof rule."""
-    problem = _status_problem(run_dir)
-    if problem:
-        return problem
+def _identity_problem(run_dir: Path, key: RunKey, cfg: RunConfig | None, checks: Checks) -> str | None:
+    """The run against its study, or (no study at hand) its folder name against its run.yaml."""
+    if checks.reference:
+        return checks.reference.check(run_dir, cfg)
+    named = RunKey.from_path(run_dir)
+    if cfg is not None and named is not None and named != key:
+        fields = ("stage", "strategy", "dataset", "model", "ratio", "seed")
+        diffs = [f"{f} {getattr(named, f)!r} in the folder name, {getattr(key, f)!r} in run.yaml"
+                 for f in fields if getattr(named, f) != getattr(key, f)]
+        return "folder name and run.yaml disagree: " + "; ".join(diffs)
+    return None
+
+
+def _proof_problem(run_dir: Path, key: RunKey, cfg: RunConfig | None) -> str | None:
     comp = json.loads((run_dir / "composition.json").read_text(encoding="utf-8"))
     if not comp.get("matches_request"):
         return "consumed mix differs from the request: " + "; ".join(comp.get("problems", [])[:2])
+    strategy = parse_strategy(key.strategy)
+    data = _requested_data(cfg, comp)
+    if strategy.type in ("Gen", "Noise") and key.stage != "ratio-ablation" and data.real_gen_ratio >= 1.0:
+        return f"{key.strategy} at ratio {data.real_gen_ratio:g} trains on no generated data (only the ratio " \
+               "ablation may hold such a run)"
+    return strategy.prove(data, comp["consumed"])
+
+
+def _check(run_dir: Path, key: RunKey, cfg: RunConfig | None, checks: Checks) -> str | None:
+    """Why a run does not prove its strategy's mix, else None (see the module docstring for the order)."""
     try:
-        return parse_strategy(strategy).prove(_requested_data(run_dir, comp), comp["consumed"])
-    except (ValueError, KeyError) as exc:
+        why = (_status_problem(run_dir) or _identity_problem(run_dir, key, cfg, checks)
+               or _proof_problem(run_dir, key, cfg))
+    except (ValueError, KeyError, TypeError) as exc:
         return f"cannot be checked: {exc}"
+    if why or not checks.audit:
+        return why
+    result = audit_run(run_dir)
+    return None if result.verdict == "verified" else f"audit: {result.verdict}: " + "; ".join(result.reasons[:2])
 
 
-def _record(run_dir: Path, stage: str | None) -> RunRecord | None:
+def _record(run_dir: Path, stage: str | None, checks: Checks) -> RunRecord | None:
+    cfg, bad_config = None, None
     try:
-        key = RunKey.from_run_dir(run_dir)
-        bad_config = None
+        if (run_dir / "run.yaml").exists():
+            cfg = load_run_config(run_dir / "run.yaml")
+        key = RunKey.from_config(cfg, run_dir) if cfg is not None else RunKey.from_path(run_dir)
     except ConfigError as exc:
         key, bad_config = RunKey.from_path(run_dir), f"run.yaml does not validate: {exc}".replace("\n", " ")
     if key is None or (stage is not None and key.stage != stage):
         return None
-    invalid = bad_config or _check(run_dir, key.strategy)
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")) if invalid is None else {}
     try:
         kind = parse_strategy(key.strategy).type
     except ValueError:
         kind = "?"
-    return RunRecord(**asdict(key), run_dir=run_dir, metrics=metrics, invalid=invalid, type=kind)
+    invalid = bad_config or _check(run_dir, key, cfg, checks)
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")) if invalid is None else {}
+    return RunRecord(**asdict(key), run_dir=run_dir, metrics=metrics, invalid=invalid, type=kind, config=cfg)
 
 
-def collect_runs(results_root: str | Path, stage: str | None = None) -> list[RunRecord]:
-    """Every run directory under ``<root>/<stage>/<strategy>/<dataset>/<run>``; identity from its ``run.yaml``."""
+def _cell_consistency(runs: list[RunRecord]) -> list[RunRecord]:
+    """Runs whose settings differ from their cell's baseline (other than what their strategy varies): INVALID."""
+    base = {(r.stage, r.cell): r for r in runs if r.invalid is None and r.strategy == "baseline" and r.config}
+    out = []
+    for r in runs:
+        ref = base.get((r.stage, r.cell))
+        if r.invalid is None and ref is not None and r is not ref and r.config is not None:
+            diffs = setting_differences(r.config, ref.config)  # type: ignore[arg-type]
+            if diffs:
+                r = replace(r, invalid=f"settings differ from the baseline of its cell {list(r.cell)}: "
+                                      + "; ".join(d.replace("expected", "in the baseline") for d in diffs[:3]),
+                            metrics={})
+        out.append(r)
+    return out
+
+
+def collect_runs(results_root: str | Path, stage: str | None = None, checks: Checks | None = None) -> list[RunRecord]:
+    """Every run directory under ``<root>/<stage>/<strategy>/<dataset>/<run>``, checked (see the module docstring)."""
+    checks = checks or Checks(audit=False)
     runs = []
     for run_dir in sorted(Path(results_root).glob("*/*/*/*")):
-        record = _record(run_dir, stage) if run_dir.is_dir() else None
+        record = _record(run_dir, stage, checks) if run_dir.is_dir() and not run_dir.name.startswith(".") else None
         if record is not None:
             runs.append(record)
-    return runs
+    return _cell_consistency(runs)
 
 
 def _paired_gain(runs: list[RunRecord], base: dict[Cell, RunRecord], cells: list[Cell],
@@ -140,12 +200,36 @@ def _cluster_warning(rows: list[dict[str, Any]], spread: float | None) -> str | 
         return None
     inside = [r for r in gen_rows if r["gain_ci95"] and r["gain_ci95"][0] <= 0 <= r["gain_ci95"][1]]
     widths = [r["gain_ci95"][1] - r["gain_ci95"][0] for r in gen_rows if r["gain_ci95"]]
-    if len(inside) == len(gen_rows) and widths and spread < float(np.median(widths)):
+    if len(inside) == len(gen_rows) and widths and spread <= float(np.median(widths)):  # ties (0 <= 0) too
         names = ", ".join(sorted(r["strategy"] for r in gen_rows))
         return (f"generated strategies {names} cluster within the noise of the baseline (every gain interval "
                 "contains 0 and they differ by less than an interval width): check that their generated data was "
                 "really used")
     return None
+
+
+def _baseline_seed_spread(baseline: list[RunRecord]) -> float:
+    """The baseline's seed-to-seed standard deviation of mIoU (largest over dataset/model groups; 0 with one seed)."""
+    groups: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in baseline:
+        groups[(r.dataset, r.model)].append(float(r.metrics["mIoU"]))
+    return max((float(np.std(v, ddof=1)) for v in groups.values() if len(v) > 1), default=0.0)
+
+
+def _noise_floor_warnings(rows: list[dict[str, Any]], by_label: dict[str, list[RunRecord]]) -> list[str]:
+    """A generated strategy whose whole gain interval lies within the baseline's seed-to-seed noise."""
+    spread = _baseline_seed_spread(by_label.get("baseline", []))
+    out = []
+    for row in rows:
+        if row["type"] not in ("Gen", "Noise") or not row["gain_ci95"]:
+            continue
+        lo, hi = row["gain_ci95"]
+        if -spread <= lo and hi <= spread:
+            what = (f"within the baseline's seed-to-seed spread (±{100 * spread:.2f} points)" if spread > 0
+                    else "exactly zero: indistinguishable from the baseline")
+            out.append(f"{row['strategy']}: its gain interval [{100 * lo:+.2f}, {100 * hi:+.2f}] is {what}; "
+                       "check that its generated data was really used")
+    return out
 
 
 def _ratio_warnings(by_label: dict[str, list[RunRecord]], stage: str | None) -> list[str]:
@@ -159,15 +243,31 @@ def _ratio_warnings(by_label: dict[str, list[RunRecord]], stage: str | None) -> 
 
 
 def build_leaderboard(results_root: str | Path, stage: str | None = None, n_boot: int = 1000,
-                      seed: int = 0) -> dict[str, Any]:
-    """The ``leaderboard --format json`` document (../shared/DESIGN.md section 7)."""
-    runs = collect_runs(results_root, stage)
+                      seed: int = 0, studies: list[Path] | None = None, audit: bool = True) -> dict[str, Any]:
+    """The ``leaderboard --format json`` document (../shared/DESIGN.md section 7).
+
+    ``studies``: the study files runs are checked against (default: those stored under the root);
+    ``audit=False`` ranks runs on their own records without re-deriving them, and says so.
+    """
+    return rank_runs(results_root, stage, n_boot, seed, studies, audit)[0]
+
+
+def rank_runs(results_root: str | Path, stage: str | None = None, n_boot: int = 1000, seed: int = 0,
+              studies: list[Path] | None = None, audit: bool = True) -> tuple[dict[str, Any], list[RunRecord]]:
+    """The leaderboard document and every run record it was built from (checked, valid or INVALID)."""
+    reference = StudyReference.load(Path(results_root), studies)
+    runs = collect_runs(results_root, stage, Checks(reference, audit))
     invalid = [{"run_dir": str(r.run_dir), "reason": r.invalid} for r in runs if r.invalid]
     valid = [r for r in runs if r.invalid is None]
     by_label: dict[str, list[RunRecord]] = defaultdict(list)
     for r in valid:
         by_label[r.label].append(r)
-    warnings = _ratio_warnings(by_label, stage)
+    warnings = [f"study file not used: {e}" for e in reference.errors] + _ratio_warnings(by_label, stage)
+    if not reference:
+        warnings.append("no study to check runs against (none stored under the results root, no --study): runs are "
+                        "checked against their own run.yaml only")
+    if not audit:
+        warnings.append("audit skipped (--no-audit): runs are ranked on their own records, not re-derived")
     cells = sorted(set.intersection(*(set(r.cell for r in rs) for rs in by_label.values()))) if by_label else []
     base = {r.cell: r for r in by_label.get("baseline", [])}
     if by_label and "baseline" not in by_label:
@@ -187,14 +287,15 @@ def build_leaderboard(results_root: str | Path, stage: str | None = None, n_boot
         row["rank"] = i
     gen_rows = [r for r in rows if r["type"] == "Gen"]
     spread = (max(r["mIoU"] for r in gen_rows) - min(r["mIoU"] for r in gen_rows)) if len(gen_rows) > 1 else None
-    warnings += [w for w in [_cluster_warning(rows, spread)] if w]
+    warnings += [w for w in [_cluster_warning(rows, spread)] if w] + _noise_floor_warnings(rows, by_label)
     doc: dict[str, Any] = {"stage": stage, "rows": rows, "invalid": invalid, "warnings": warnings,
-                           "generated_spread": spread, "cells": [list(c) for c in cells]}
+                           "generated_spread": spread, "cells": [list(c) for c in cells],
+                           "studies": reference.studies, "audited": audit}
     if stage == "noise-ablation":
         doc["noise_ablation"] = _noise_outcome(rows, by_label, cells, n_boot, seed)
     if stage == "ratio-ablation":
         doc["ratio_ablation"] = _ratio_table(valid)
-    return doc
+    return doc, runs
 
 
 def _noise_outcome(rows: list[dict[str, Any]], by_label: dict[str, list[RunRecord]], cells: list, n_boot: int,

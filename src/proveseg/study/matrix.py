@@ -16,7 +16,7 @@ from pathlib import Path
 
 from proveseg.config import DataConfig, EvalConfig, RunConfig, StudyRunConfig
 from proveseg.data.records import SOURCE_DOMAIN
-from proveseg.rundir import RunDir
+from proveseg.rundir import RunDir, RunLock
 from proveseg.strategies import RunData, parse_strategy
 from proveseg.study.runkey import RunKey, run_dir_name
 from proveseg.study.spec import StudyConfig, split_source
@@ -33,7 +33,17 @@ class PlannedRun(RunKey):
 
     @property
     def status(self) -> str:
-        return RunDir(self.run_dir).status()[0]
+        """todo, done, failed; running (another process holds it now); interrupted (its trainer died);
+        changed (its run.yaml differs from what the study plans now: --force, or a new seed)."""
+        from proveseg.study.reference import run_differences
+
+        rd = RunDir(self.run_dir)
+        state = rd.status()[0]
+        if RunLock(self.run_dir).held_elsewhere():
+            return "running"
+        if (state == "done" or rd.last.exists()) and run_differences(self.run_dir, self.config):
+            return "changed"
+        return "interrupted" if state == "running" else state
 
     def as_dict(self) -> dict[str, object]:
         return {"stage": self.stage, "strategy": self.strategy, "dataset": self.dataset, "model": self.model,
@@ -103,13 +113,18 @@ def _keys(study: StudyConfig, stage: str, strategies: Sequence[str] | None, data
 
 
 def expand(study: StudyConfig, stages: Sequence[str] | None = None, strategies: Sequence[str] | None = None,
-           datasets: Sequence[str] | None = None, models: Sequence[str] | None = None) -> list[PlannedRun]:
-    """Every run of the selected stages, filtered by strategy, dataset and model."""
+           datasets: Sequence[str] | None = None, models: Sequence[str] | None = None,
+           apply_top_k: bool = True) -> list[PlannedRun]:
+    """Every run of the selected stages, filtered by strategy, dataset and model.
+
+    ``apply_top_k=False`` plans stage2 for every strategy (the reference the leaderboard checks runs
+    against), without reading the stage-1 leaderboard.
+    """
     for stage in stages or []:
         if stage not in study.stages:
             raise KeyError(f"stage {stage!r} is not in the study; valid: {', '.join(study.stages)}")
     runs = []
-    keep = stage2_strategies(study) if "stage2" in (stages or study.stages) else None
+    keep = stage2_strategies(study) if apply_top_k and "stage2" in (stages or study.stages) else None
     for stage in stages or list(study.stages):
         for key in _keys(study, stage, strategies, datasets, models):
             if stage == "stage2" and keep is not None and key.strategy not in keep:

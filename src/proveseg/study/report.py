@@ -17,7 +17,7 @@ import numpy as np
 
 from proveseg.atomic import atomic_write_text
 from proveseg.study.formatting import leaderboard_cells, leaderboard_header, pct
-from proveseg.study.leaderboard import build_leaderboard, collect_runs
+from proveseg.study.leaderboard import build_leaderboard, rank_runs
 
 __all__ = ["write_report"]
 
@@ -100,8 +100,8 @@ def _curves(runs: list[Any]) -> str:
     return _png(fig)
 
 
-def _ratio_curve(results_root: Path) -> str:
-    doc = build_leaderboard(results_root, "ratio-ablation", n_boot=10)
+def _ratio_curve(results_root: Path, studies: list[Path] | None, audit: bool) -> str:
+    doc = build_leaderboard(results_root, "ratio-ablation", n_boot=10, studies=studies, audit=audit)
     table = doc.get("ratio_ablation") or {}
     if not table:
         return "<p>No ratio-ablation runs.</p>"
@@ -129,11 +129,11 @@ def _composition_rows(runs: list[Any]) -> list[list[str]]:
     return rows
 
 
-def write_report(results_root: str | Path, out: str | Path, stage: str | None = None) -> Path:
-    """Write the HTML report for ``results_root`` (one stage, or all) to ``out``."""
+def write_report(results_root: str | Path, out: str | Path, stage: str | None = None,
+                 studies: list[Path] | None = None, audit: bool = True) -> Path:
+    """Write the HTML report for ``results_root`` (one stage, or all) to ``out`` (checks as the leaderboard's)."""
     root = Path(results_root)
-    doc = build_leaderboard(root, stage)
-    runs = collect_runs(root, stage)
+    doc, runs = rank_runs(root, stage, studies=studies, audit=audit)
     valid = [r for r in runs if r.invalid is None]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>proveseg report: {html.escape(str(root))}"
              f"</title><style>{CSS}</style></head><body>",
@@ -145,7 +145,7 @@ def write_report(results_root: str | Path, out: str | Path, stage: str | None = 
     parts += [f'<p class="warn">WARNING: {html.escape(w)}</p>' for w in doc["warnings"]]
     parts += ["<h2>Gain over baseline per domain</h2>", _gain_heatmap(doc),
               "<h2>Per-class IoU (%)</h2>", _class_table(valid),
-              "<h2>Ratio ablation</h2>", _ratio_curve(root),
+              "<h2>Ratio ablation</h2>", _ratio_curve(root, studies, audit),
               "<h2>Training curves</h2>", _curves(valid),
               "<h2>INVALID runs</h2>"]
     parts.append(_table(["run", "reason"], [[i["run_dir"], i["reason"]] for i in doc["invalid"]], "invalid")

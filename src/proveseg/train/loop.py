@@ -32,12 +32,12 @@ from proveseg.data.records import RecordTable
 from proveseg.evaluate.metrics import domain_summary
 from proveseg.evaluate.runner import evaluate_model, load_split, write_results
 from proveseg.models import SegmentationModel, build_model
-from proveseg.rundir import RunDir, code_version
+from proveseg.rundir import RunDir, RunLock, RunLocked, code_version
 from proveseg.strategies import Strategy, parse_strategy
 from proveseg.train.state import ResumeRefused, TrainState, fingerprint
-from proveseg.train.step import StepLog, StepOptions, train_step
+from proveseg.train.step import Diverged, StepLog, StepOptions, train_step
 
-__all__ = ["Preempted", "ResumeRefused", "TrainResult", "resolve_class_set_in", "train"]
+__all__ = ["Diverged", "Preempted", "ResumeRefused", "RunLocked", "TrainResult", "resolve_class_set_in", "train"]
 
 
 class Preempted(RuntimeError):
@@ -94,16 +94,20 @@ def train(cfg: RunConfig, resume: bool = False, stop_after: int | None = None, p
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     run = RunDir(cfg.output_dir)
+    lock = RunLock(run.root)
     try:
+        if rank == 0:  # one writer per run directory: raises RunLocked, touching nothing, if another holds it
+            lock.acquire()
         session, state = _prepare(cfg, run, resume, device, rank, world)
         return _train(session, state, stop_after, progress)
-    except Preempted:
+    except (Preempted, RunLocked):
         raise
     except BaseException as exc:
         if rank == 0 and run.root.exists():
             run.set_status("failed", f"{type(exc).__name__}: {exc}".replace("\n", " "))
         raise
     finally:
+        lock.release()
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
 

@@ -42,6 +42,7 @@ class Progress:
     best_iteration: int = 0
     evals_without_improvement: int = 0
     sequence: str = ""
+    last_loss: float | None = None  # the last finite training loss (named when a run diverges)
 
     def record_batch(self, ids: np.ndarray) -> None:
         """Chain the SHA-256 over this batch's global sample ids (the exact sequence is the proof)."""

@@ -1,5 +1,8 @@
 """One optimisation step: ``grad_accum`` micro-batches through the model adapter, then one update.
 
+A loss that is not finite (or a gradient norm, with clipping on and no fp16 scaler) raises
+:class:`Diverged` before the update: a diverged run ends failed and never writes metrics.
+
 Each micro-batch is counted by the consumption audit and chained into the sequence hash before
 it is used, so what the step trains on is exactly what the proof records. Unlabeled samples (in
 a self-training run) become strong views with the teacher's pseudo-labels; the adapter owns
@@ -8,18 +11,24 @@ both losses, so nothing here depends on the model.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from proveseg.config import TrainConfig
 from proveseg.data.classes import IGNORE_INDEX
 from proveseg.train.state import TrainState
 
-__all__ = ["StepLog", "StepOptions", "train_step"]
+__all__ = ["Diverged", "StepLog", "StepOptions", "train_step"]
+
+
+class Diverged(RuntimeError):
+    """The loss (or, with clipping, the gradient norm) stopped being finite: the run fails, it never reports."""
 
 
 @dataclass(frozen=True)
@@ -99,11 +108,30 @@ def _micro_step(state: TrainState, batch: dict[str, Any], opts: StepOptions, mic
     log.extras = stats or log.extras
 
 
+def _all_ranks_finite(value: float, device: torch.device) -> bool:
+    """Whether ``value`` is finite on every rank (all ranks must fail together, or the others hang)."""
+    finite = math.isfinite(value)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        flag = torch.tensor([0.0 if finite else 1.0], device=device)
+        dist.all_reduce(flag)
+        finite = float(flag) == 0.0
+    return finite
+
+
+def _diverged(state: TrainState, what: str, value: float) -> Diverged:
+    last = state.progress.last_loss
+    return Diverged(f"iteration {state.iteration + 1}: {what} is {value} (not finite); last finite loss "
+                    + (f"{last:.6g} at iteration {state.iteration}" if last is not None else "none (first step)"))
+
+
 def _apply_gradients(state: TrainState, opts: StepOptions) -> None:
     if state.scaler is not None:
         state.scaler.unscale_(state.optimizer)
     if opts.grad_clip:
-        torch.nn.utils.clip_grad_norm_(state.model.network.parameters(), opts.grad_clip)
+        norm = float(torch.nn.utils.clip_grad_norm_(state.model.network.parameters(), opts.grad_clip))
+        # fp16's scaler skips steps with inf gradients by design; without it a non-finite norm is divergence
+        if state.scaler is None and not _all_ranks_finite(norm, opts.device):
+            raise _diverged(state, "the gradient norm", norm)
     if state.scaler is not None:
         state.scaler.step(state.optimizer)
         state.scaler.update()
@@ -123,7 +151,10 @@ def train_step(state: TrainState, batches: Iterator[dict[str, Any]], opts: StepO
     log = StepLog()
     for micro in range(opts.accum):
         _micro_step(state, next(batches), opts, state.iteration * opts.accum + micro, log)
+    if not _all_ranks_finite(log.loss, opts.device):
+        raise _diverged(state, "the loss", log.loss)
     _apply_gradients(state, opts)
     state.iteration += 1
+    state.progress.last_loss = log.loss
     return log
 

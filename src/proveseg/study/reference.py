@@ -1,0 +1,154 @@
+"""The study is the reference: what each run under a results root should be, and how a run differs from it.
+
+``proveseg run`` stores a copy of every study it runs in ``<results_root>/.studies/<name>.yaml``
+(the demo's ``study.yaml`` counts too). The leaderboard and ``plan`` re-expand those studies and
+compare each run's ``run.yaml`` with the config the study plans at that path, field by field; a
+run nobody planned, or one that differs, is not evidence. Within a cell, runs must share every
+setting except those their strategies vary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from proveseg.config import ConfigError, RunConfig, dump_config, load_run_config
+from proveseg.data.classes import resolve_class_set
+from proveseg.study.spec import StudyConfig, load_study
+
+__all__ = ["EXECUTION_ONLY", "StudyReference", "config_differences", "flatten", "run_differences",
+           "setting_differences", "store_study", "study_files"]
+
+STUDY_COPIES = ".studies"
+# How a run executes, not what it computes: may differ between a run and its study (and within a cell).
+EXECUTION_ONLY = frozenset({"name", "output_dir", "study", "data.num_workers", "train.device", "train.num_threads",
+                            "evaluation.batch_size"})
+# What a strategy varies inside a cell (everything else must be equal across the cell's runs).
+STRATEGY_FIELDS = ("strategy", "data.generated", "data.noise", "data.unlabeled", "data.unlabeled_share",
+                   "data.real_gen_ratio", "data.transforms", "train.selftrain")
+
+
+def flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train.optimizer.lr": 0.004, ...}``; lists are leaves (compared whole)."""
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _normalised(cfg: RunConfig) -> dict[str, Any]:
+    """The config as plain data with the class set written whole (a name and its set compare equal)."""
+    doc = json.loads(cfg.model_dump_json())
+    with contextlib.suppress(KeyError, ValueError, OSError):  # a class table file that is gone: compared as written
+        doc["data"]["class_set"] = resolve_class_set(cfg.data.class_set).to_dict()
+    return flatten(doc)
+
+
+def _differences(actual: dict[str, Any], expected: dict[str, Any], skip: Iterable[str]) -> list[str]:
+    skipped = tuple(skip)
+    out = []
+    for key in sorted(set(actual) | set(expected)):
+        if key in EXECUTION_ONLY or key.startswith(skipped):
+            continue
+        if actual.get(key) != expected.get(key):
+            out.append(f"{key}: {_short(expected.get(key))} expected, {_short(actual.get(key))} found")
+    return out
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def config_differences(actual: RunConfig, expected: RunConfig) -> list[str]:
+    """Every field (dotted path) in which ``actual`` differs from ``expected``, execution-only fields aside."""
+    return _differences(_normalised(actual), _normalised(expected), ())
+
+
+def setting_differences(run: RunConfig, reference: RunConfig) -> list[str]:
+    """Fields two runs of one cell must share (everything a strategy does not vary) in which they differ."""
+    return _differences(_normalised(run), _normalised(reference), STRATEGY_FIELDS)
+
+
+def run_differences(run_dir: Path, expected: RunConfig) -> list[str]:
+    """How the ``run.yaml`` in ``run_dir`` differs from ``expected`` ([] when there is none yet)."""
+    path = run_dir / "run.yaml"
+    if not path.exists():
+        return []
+    try:
+        return config_differences(load_run_config(path), expected)
+    except ConfigError as exc:
+        return [f"run.yaml does not validate: {exc}".replace("\n", " ")]
+
+
+def study_files(results_root: Path) -> list[Path]:
+    """The study copies stored under a results root (``.studies/*.yaml``, and a ``study.yaml`` beside them)."""
+    files = sorted((results_root / STUDY_COPIES).glob("*.yaml"))
+    own = results_root / "study.yaml"
+    return [*files, own] if own.exists() else files
+
+
+def store_study(study: StudyConfig) -> Path:
+    """Keep the study a run is started from beside its results (rewritten when the study changes)."""
+    path = study.results_root / STUDY_COPIES / f"{study.name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = dump_config(study)
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        from proveseg.atomic import atomic_write_text
+
+        atomic_write_text(path, text)
+    return path
+
+
+@dataclass
+class StudyReference:
+    """The runs the studies of a results root plan, by resolved run directory."""
+
+    planned: dict[Path, tuple[str, RunConfig]] = field(default_factory=dict)
+    studies: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, results_root: Path, paths: Iterable[Path] | None = None) -> StudyReference:
+        """Expand the given study files (default: the copies stored under ``results_root``)."""
+        from proveseg.study.matrix import expand
+
+        ref = cls()
+        root = results_root.resolve()
+        for path in paths if paths is not None else study_files(results_root):
+            try:
+                study = load_study(path)
+            except ConfigError as exc:
+                ref.errors.append(str(exc).splitlines()[0])
+                continue
+            if study.results_root.resolve() != root:  # a copy moved with its results: plan where they are now
+                study = study.model_copy(update={"results_root": results_root})
+            ref.studies.append(study.name)
+            for run in expand(study, apply_top_k=False):
+                ref.planned[run.run_dir.resolve()] = (study.name, run.config)
+        return ref
+
+    def __bool__(self) -> bool:
+        return bool(self.studies)
+
+    def check(self, run_dir: Path, cfg: RunConfig | None) -> str | None:
+        """Why the run at ``run_dir`` is not what its study planned there, else None."""
+        entry = self.planned.get(run_dir.resolve())
+        if entry is None:
+            return f"not a run of study {', '.join(self.studies)}: nothing is planned at this path"
+        name, expected = entry
+        if cfg is None:
+            return f"no run.yaml to check against study {name}"
+        diffs = config_differences(cfg, expected)
+        if diffs:
+            return f"run.yaml differs from study {name}: " + "; ".join(diffs[:4]) + (
+                f" (+{len(diffs) - 4} more)" if len(diffs) > 4 else "")
+        return None
