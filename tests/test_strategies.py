@@ -64,7 +64,29 @@ def test_a_run_config_that_cannot_produce_the_strategy_is_refused() -> None:
                                    "real_gen_ratio": 0.5}))
     assert parse_strategy("gen_a").plan_problem(DataConfig.model_validate(
         {"real": real, "generated": gen, "real_gen_ratio": 0.5})) is None
-    assert "trains on real data only" in parse_strategy("baseline").plan_problem(
-        DataConfig.model_validate({"real": real, "generated": gen, "real_gen_ratio": 0.5}))
+    assert parse_strategy("baseline").plan_problem(
+        DataConfig.model_validate({"real": real, "generated": gen, "real_gen_ratio": 0.5})) == \
+        "strategy 'baseline' (Base) trains on 1 real, but the config asks for 0.5 real, 0.5 generated"
+    unlabeled = [{"name": "u", "root": "y"}]
+    st_with_generated = DataConfig.model_validate({"real": real, "generated": gen, "unlabeled": unlabeled,
+                                                   "unlabeled_share": 0.5, "real_gen_ratio": 0.5})
+    assert parse_strategy("selftrain_x").plan_problem(st_with_generated) == (
+        "strategy 'selftrain_x' (ST) trains on 0.5 real, 0.5 unlabeled, but the config asks for 0.25 real, "
+        "0.25 generated, 0.5 unlabeled")  # refused before training, not after it
+    assert parse_strategy("selftrain_x").plan_problem(DataConfig.model_validate(
+        {"real": real, "unlabeled": unlabeled})) == "self-training needs data.unlabeled_share > 0"
+    assert "plans" not in str(parse_strategy("gen_a").plan_problem(DataConfig.model_validate(
+        {"real": real, "generated": gen, "real_gen_ratio": 1.0})))  # a ratio-ablation point at 1.0 is fine
     assert "needs noise data" in parse_strategy("gen_random_noise").plan_problem(
         DataConfig.model_validate({"real": real, "generated": gen, "real_gen_ratio": 0.5}))
+
+
+def test_required_sources_belong_to_their_group() -> None:
+    """A generator strategy at ratio 1.0 (the ablation's end point) needs no sample of its generator."""
+    data = DataConfig.model_validate({"real": [{"name": "r", "root": "x"}], "real_gen_ratio": 1.0,
+                                      "generated": [{"name": "a", "manifest": "m.csv"}]})
+    assert parse_strategy("gen_a").prove(data, {"per_kind": {"real": 80}, "per_source": {"r": 80}}) is None
+
+
+def test_selftrain_and_selftrain_default_are_one_strategy() -> None:
+    assert parse_strategy("selftrain").canonical == parse_strategy("selftrain_default").canonical

@@ -79,7 +79,7 @@ class ClassSetSpec(_Strict):
     names: list[str]
     ids: list[int]
     palette: list[tuple[int, int, int]]
-    ignore_index: int = 255
+    ignore_index: Literal[255] = 255  # proveseg's confusion matrices and losses reserve 255
 
     @model_validator(mode="after")
     def _check(self) -> ClassSetSpec:
@@ -107,10 +107,13 @@ class DataConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
-        names = [s.name for s in self.real] + [g.name for g in self.generated]
+        names = [s.name for s in self.real] + [g.name for g in self.generated] + [u.name for u in self.unlabeled]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"source names must be unique, repeated: {dupes}")
+        if self.unlabeled_share > 0 and self.batch_size * (1 - self.unlabeled_share) < 1:
+            raise ValueError(f"batch_size {self.batch_size} with unlabeled_share {self.unlabeled_share} leaves no "
+                             "labeled sample in a batch")
         if self.noise is not None and self.noise.reference not in {g.name for g in self.generated}:
             raise ValueError(f"noise.reference {self.noise.reference!r} is not one of the generated sources "
                              f"{[g.name for g in self.generated]}")

@@ -21,8 +21,27 @@ from proveseg.data.records import KINDS, NOISE_SOURCE
 if TYPE_CHECKING:  # the study schema imports this module to validate strategy names
     from proveseg.study.spec import StudyConfig
 
-__all__ = ["STRATEGY_KINDS", "RunData", "Strategy", "StrategyKind", "parse_strategy", "prove_shares",
-           "strategy_type"]
+__all__ = [
+    "BASELINE",
+    "NOISE_CONTROL",
+    "STRATEGY_KINDS",
+    "RunData",
+    "Strategy",
+    "StrategyKind",
+    "generator_strategy",
+    "parse_strategy",
+    "prove_shares",
+    "strategy_type",
+]
+
+BASELINE = "baseline"  # the reference every other strategy's gain is measured against
+NOISE_CONTROL = "gen_random_noise"
+
+
+def generator_strategy(generator: str) -> str:
+    """The strategy that adds ``generator``'s images: ``gen_<generator>``."""
+    return f"gen_{generator}"
+
 
 @dataclass(frozen=True)
 class RunData:
@@ -39,6 +58,8 @@ class StrategyKind:
     exact: ClassVar[str | None] = None  # a kind with a single name (``baseline``)
     prefix: ClassVar[str | None] = None  # a kind named ``<prefix><argument>`` (``gen_<generator>``)
     uses_ratio: ClassVar[bool] = False  # runs vary over the study's real/generated ratios
+    generated: ClassVar[bool] = False  # trains on generated images (ratio ablation, the unused-data warnings)
+    noise_control: ClassVar[bool] = False  # the noise control of the noise ablation
     pattern: ClassVar[str]  # how the name looks, for error messages
 
     def matches(self, name: str) -> str | None:
@@ -61,15 +82,19 @@ class StrategyKind:
         """The share of every batch each data group must take (the groups its runs plan)."""
         return {"real": 1.0 - data.unlabeled_share, "unlabeled": data.unlabeled_share}
 
-    def required_sources(self, arg: str, data: DataConfig) -> list[str]:
-        """Sources whose samples must appear in the consumption when their group has a share."""
+    def required_sources(self, arg: str, data: DataConfig) -> list[tuple[str, str]]:
+        """(group, source) pairs: the source must be in the config, and consumed when its group has a share."""
         return []
+
+    def config_problem(self, arg: str, data: DataConfig) -> str | None:
+        """A kind's own pre-flight rule beyond shares and sources, else None."""
+        return None
 
 
 class Baseline(StrategyKind):
     """Real labeled images only."""
 
-    type, exact, pattern = "Base", "baseline", "baseline"
+    type, exact, pattern = "Base", BASELINE, BASELINE
 
     def shares(self, data: DataConfig) -> dict[str, float]:
         return {"real": 1.0}
@@ -93,7 +118,7 @@ class Custom(StrategyKind):
 class RandomNoise(StrategyKind):
     """The noise control: the reference generator's entries as uniform noise, labels kept."""
 
-    type, exact, pattern, uses_ratio = "Noise", "gen_random_noise", "gen_random_noise", True
+    type, exact, pattern, uses_ratio, noise_control = "Noise", NOISE_CONTROL, NOISE_CONTROL, True, True
 
     def check(self, arg: str, study: StudyConfig) -> str | None:
         if study.noise_reference not in study.generators:
@@ -112,14 +137,14 @@ class RandomNoise(StrategyKind):
     def shares(self, data: DataConfig) -> dict[str, float]:
         return {"real": data.real_gen_ratio, "noise": 1.0 - data.real_gen_ratio}
 
-    def required_sources(self, arg: str, data: DataConfig) -> list[str]:
-        return [NOISE_SOURCE]
+    def required_sources(self, arg: str, data: DataConfig) -> list[tuple[str, str]]:
+        return [("noise", NOISE_SOURCE)]
 
 
 class Generator(StrategyKind):
     """Real images plus one generator's images at an exact per-batch ratio."""
 
-    type, prefix, pattern, uses_ratio = "Gen", "gen_", "gen_<generator>", True
+    type, prefix, pattern, uses_ratio, generated = "Gen", "gen_", "gen_<generator>", True, True
 
     def check(self, arg: str, study: StudyConfig) -> str | None:
         if arg not in study.generators:
@@ -133,8 +158,8 @@ class Generator(StrategyKind):
     def shares(self, data: DataConfig) -> dict[str, float]:
         return {"real": data.real_gen_ratio, "generated": 1.0 - data.real_gen_ratio}
 
-    def required_sources(self, arg: str, data: DataConfig) -> list[str]:
-        return [arg]
+    def required_sources(self, arg: str, data: DataConfig) -> list[tuple[str, str]]:
+        return [("generated", arg)]
 
 
 class StandardAugmentation(StrategyKind):
@@ -176,8 +201,11 @@ class SelfTraining(StrategyKind):
                                             "unlabeled_share": spec.unlabeled_share})
         return RunData(data, base.train.model_copy(update={"selftrain": spec.teacher}))
 
-    def required_sources(self, arg: str, data: DataConfig) -> list[str]:
-        return [src.name for src in data.unlabeled][:1] if data.unlabeled_share > 0 else []
+    def required_sources(self, arg: str, data: DataConfig) -> list[tuple[str, str]]:
+        return [("unlabeled", src.name) for src in data.unlabeled]
+
+    def config_problem(self, arg: str, data: DataConfig) -> str | None:
+        return None if data.unlabeled_share > 0 else "self-training needs data.unlabeled_share > 0"
 
 
 # Exact names first: ``gen_random_noise`` is not the generator ``random_noise``.
@@ -219,36 +247,56 @@ class Strategy:
         planned = self.kind.shares(data)
         return {k: float(planned.get(k, 0.0)) for k in KINDS}
 
+    @property
+    def generated(self) -> bool:
+        return self.kind.generated
+
+    @property
+    def canonical(self) -> str:
+        """One spelling per strategy (``selftrain`` and ``selftrain_default`` are the same runs)."""
+        return self.kind.exact if self.kind.exact is not None else f"{self.kind.prefix}{self.arg}"
+
+    @property
+    def noise_control(self) -> bool:
+        return self.kind.noise_control
+
     def plan_problem(self, data: DataConfig) -> str | None:
-        """Why a run config cannot produce this strategy's mix (checked before any training), else None."""
+        """Why a run config cannot produce this strategy's mix (checked before any training), else None.
+
+        The shares the config asks for must be the strategy's, every group with a share needs
+        sources, and every source the strategy names must be in the config.
+        """
         shares = self.shares(data)
         has = {"real": bool(data.real), "generated": bool(data.generated) and data.noise is None,
                "noise": data.noise is not None, "unlabeled": bool(data.unlabeled)}
         for group, share in shares.items():
             if share > 0 and not has[group]:
                 return f"strategy {self.name!r} needs {group} data for its share {share:g}; the config has none"
-        if self.type in ("Base", "Std") and data.real_gen_ratio != 1.0:
-            return f"strategy {self.name!r} ({self.type}) trains on real data only, but real_gen_ratio is " \
-                   f"{data.real_gen_ratio:g}"
-        if self.type in ("Base", "Std", "Gen", "Noise") and data.unlabeled_share > 0:
-            return f"strategy {self.name!r} ({self.type}) plans no unlabeled data, but unlabeled_share is " \
-                   f"{data.unlabeled_share:g}"
-        if self.type == "Gen" and shares["generated"] > 0 and not any(g.name == self.arg for g in data.generated):
-            return f"strategy {self.name!r} needs the generated source {self.arg!r}; the config has " \
-                   f"{[g.name for g in data.generated]}"
-        return None
+        asked = STRATEGY_KINDS["custom"].shares(data)
+        if any(abs(asked.get(g, 0.0) - shares[g]) > 1e-12 for g in KINDS):
+            return (f"strategy {self.name!r} ({self.type}) trains on {_mix(shares)}, but the config asks for "
+                    f"{_mix(asked)}")
+        names = {"generated": [g.name for g in data.generated], "unlabeled": [u.name for u in data.unlabeled]}
+        for group, source in self.kind.required_sources(self.arg, data):
+            if group in names and source not in names[group]:
+                return f"strategy {self.name!r} needs the {group} source {source!r}; the config has {names[group]}"
+        return self.kind.config_problem(self.arg, data)
 
     def prove(self, data: DataConfig, consumed: Mapping[str, Any]) -> str | None:
         """The proof rule: why ``consumed`` (composition.json's section) is not this strategy's mix, else None."""
-        why = prove_shares(self.shares(data), consumed.get("per_kind", {}))
+        shares = self.shares(data)
+        why = prove_shares(shares, consumed.get("per_kind", {}))
         if why:
             return why
-        shares = self.shares(data)
         per_source = consumed.get("per_source", {})
-        for source in self.kind.required_sources(self.arg, data):
-            if any(v > 0 for k, v in shares.items() if k != "real") and not per_source.get(source, 0):
+        for group, source in self.kind.required_sources(self.arg, data):
+            if shares.get(group, 0.0) > 0 and not per_source.get(source, 0):
                 return f"no sample of source {source!r} consumed"
         return None
+
+
+def _mix(shares: Mapping[str, float]) -> str:
+    return ", ".join(f"{v:.4g} {k}" for k, v in shares.items() if v) or "nothing"
 
 
 def prove_shares(shares: Mapping[str, float], per_kind: Mapping[str, int]) -> str | None:

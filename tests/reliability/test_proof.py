@@ -202,6 +202,12 @@ def test_a_manifest_changed_after_training_makes_the_run_stale(tiny_benchmark: P
     assert _reason(doc, "gen_faithful").startswith("audit: stale: the records of source generated/faithful changed")
 
 
+def _merge(audits: list, records: object) -> None:
+    others: list = []
+    audits[1].merge_ranks(records, lambda a: others.append(a.copy()) or a)
+    audits[0].merge_ranks(records, lambda a: a + others.pop(0))
+
+
 def test_the_rederived_record_is_what_the_trainer_counts_on_every_rank(tiny_benchmark: Path) -> None:
     """The audit's vectorised re-derivation equals ConsumptionAudit fed the loader's batches (world 1 and 2)."""
     from proveseg.config import DataConfig
@@ -211,24 +217,25 @@ def test_the_rederived_record_is_what_the_trainer_counts_on_every_rank(tiny_benc
         "real": [{"name": "s", "root": str(tiny_benchmark / "train")}],
         "generated": [{"name": "faithful", "manifest": str(tiny_benchmark / "generated/faithful/manifest.csv")}],
         "real_gen_ratio": 0.4, "batch_size": 5, "seed": 1})
+    from proveseg.data.plan import plan_batches
+
     for world in (1, 2):
         data = build_training_data(data_cfg, world)
-        audit = ConsumptionAudit(len(data.records))
-        from proveseg.data.plan import plan_batches
-
         planned = plan_batches(data.spec, 0, 30)
+        audits = [ConsumptionAudit(len(data.records)) for _ in range(world)]
         for b in range(30):
-            ids = planned.ids[b, 0]
-            audit.update({"kind": data.records.kind[ids].tolist(), "source": data.records.source[ids].tolist(),
-                          "domain": data.records.domain[ids].tolist(), "index": ids})
-        recorded = audit.to_dict(data.records, data.requested(), data.hashes)["consumed"]
+            for rank, audit in enumerate(audits):
+                ids = planned.ids[b, rank]
+                audit.update({"kind": data.records.kind[ids].tolist(), "source": data.records.source[ids].tolist(),
+                              "domain": data.records.domain[ids].tolist(), "index": ids})
+        if world == 2:  # what the trainer's all_reduce does: rank 1's arrays added to rank 0's
+            _merge(audits, data.records)
+        recorded = audits[0].to_dict(data.records, data.requested(), data.hashes)["consumed"]
         derived = rederive_consumption(data, 30)
-        assert json.loads(json.dumps(derived["per_kind"])) == recorded["per_kind"]
-        for key in ("per_source", "per_domain", "per_kind_domain", "unique_per_source", "first_batches", "samples"):
-            assert json.loads(json.dumps(derived[key])) == json.loads(json.dumps(recorded[key])), key
-        per_rank = {tuple(int(v) for v in row) for row in audit.composition().tolist()}
-        assert {tuple(r) for r in derived["per_batch_distinct"]} == {tuple(world * v for v in row) for row in per_rank}
-        assert sum(derived["per_kind"][k] for k in KINDS) == 30 * 5
+        for key in ("per_kind", "per_source", "per_domain", "per_kind_domain", "unique_per_source", "first_batches",
+                    "samples", "per_batch_distinct", "batches"):
+            assert json.loads(json.dumps(derived[key])) == json.loads(json.dumps(recorded[key])), (world, key)
+        assert sum(derived["per_kind"][k] for k in KINDS) == 30 * 5 * world
 
 
 def test_two_executors_on_one_study_train_each_run_once(trained: Path, tiny_benchmark: Path, tmp_path: Path) -> None:
@@ -310,3 +317,21 @@ def test_a_record_that_no_study_planned_is_not_ranked(trained: Path, tmp_path: P
     doc = build_leaderboard(results, "stage1", n_boot=20)
     reason = next(i["reason"] for i in doc["invalid"] if i["run_dir"] == str(stray))
     assert reason.startswith("not a run of study proof: nothing is planned at this path")
+
+
+def test_a_copy_of_a_run_directory_is_not_counted_twice(trained: Path, tmp_path: Path) -> None:
+    import shutil
+
+    results = _copy(trained, tmp_path)
+    for copy in (results / ".studies").glob("*.yaml"):
+        copy.unlink()  # no study at hand: names and keys alone must catch the copies
+    run = next(results.glob("stage1/gen_faithful/*/*"))
+    shutil.copytree(run, run.with_name(run.name + ".bak"))
+    legacy = run.parent / "unet_micro_ratio0p5_s0"  # another spelling of the same run
+    shutil.copytree(run, legacy)
+    doc = build_leaderboard(results, "stage1", n_boot=20, audit=False)
+    row = next(r for r in doc["rows"] if r["strategy"] == "gen_faithful")
+    assert row["n_runs"] == 1
+    reasons = {Path(i["run_dir"]).name: i["reason"] for i in doc["invalid"]}
+    assert reasons[run.name + ".bak"].startswith("folder name 'unet_micro_ratio0p50_s0.bak' is not")
+    assert reasons["unet_micro_ratio0p5_s0"] == f"duplicate of {run} (the same run twice)"

@@ -67,9 +67,13 @@ def test_resume_refuses_changed_config(config_factory) -> None:  # type: ignore[
     with pytest.raises(Preempted):
         train(cfg, stop_after=2)
     changed = cfg.model_copy(update={"train": cfg.train.model_copy(update={"grad_clip": 1.0})})
-    with pytest.raises(ResumeRefused, match="resolved run config"):
+    with pytest.raises(ResumeRefused, match=r"resolved run config \(train.grad_clip: null expected, 1.0 found\)"):
         train(changed, resume=True)
     assert load_checkpoint(cfg.output_dir / "checkpoints/last.pt")["iteration"] == 2  # nothing lost
+    assert RunDir(cfg.output_dir).status()[0] == "failed"  # still the preempted run, resumable
+    # how the run executes (threads, device, workers) may change on resume: the result does not depend on it
+    other_threads = cfg.model_copy(update={"train": cfg.train.model_copy(update={"num_threads": 2})})
+    assert train(other_threads, resume=True).iterations == 6
 
 
 def test_resume_refuses_changed_manifest(config_factory, tiny_benchmark, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -94,6 +98,7 @@ def test_fresh_train_into_an_existing_run_is_refused(config_factory) -> None:  #
     train(cfg)
     with pytest.raises(ResumeRefused, match="already holds a run"):
         train(cfg)
+    assert RunDir(cfg.output_dir).status()[0] == "done"  # the refused call does not touch the finished run
 
 
 def test_empty_generated_group_fails_before_training(config_factory) -> None:  # type: ignore[no-untyped-def]

@@ -7,7 +7,7 @@ fields), not from the plan. That count is the proof written to ``composition.jso
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -77,6 +77,27 @@ class ConsumptionAudit:
         self.first_batches = list(state["first_batches"])
         self.seen = state["seen"].numpy().copy()
         self.samples = int(state["samples"])
+
+    def merge_ranks(self, records: RecordTable, all_reduce: Callable[[np.ndarray], np.ndarray]) -> None:
+        """Sum every rank's counts (``all_reduce`` sums an int64 array over ranks), so the record covers all ranks.
+
+        ``first_batches`` stays this rank's; the per-batch rows become the sum over ranks.
+        """
+        sources = sorted(set(records.source.tolist()))
+        domains = sorted(set(records.domain.tolist()))
+        pairs = [f"{k}/{d}" for k in KINDS for d in domains]
+        counters = [(self.kinds, list(KINDS)), (self.sources, sources), (self.domains, domains),
+                    (self.kind_domain, pairs)]
+        vector = np.array([c.get(k, 0) for c, keys in counters for k in keys] + [self.samples], np.int64)
+        vector = all_reduce(vector)
+        at = 0
+        for counter, keys in counters:
+            counter.clear()
+            counter.update({k: int(v) for k, v in zip(keys, vector[at:at + len(keys)], strict=True) if v})
+            at += len(keys)
+        self.samples = int(vector[-1])
+        self.seen = all_reduce(self.seen.astype(np.int64)) > 0
+        self.per_batch = [tuple(int(v) for v in row) for row in all_reduce(self.composition()).tolist()]
 
     def composition(self) -> np.ndarray:
         """Consumed counts per batch and kind: (batches, len(KINDS))."""

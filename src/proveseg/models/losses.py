@@ -22,6 +22,8 @@ class SegmentationLoss(nn.Module):
         self.dice = DiceLoss(mode="multiclass", ignore_index=IGNORE_INDEX) if cfg.dice_weight > 0 else None
 
     def forward(self, logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        if not (mask != IGNORE_INDEX).any():  # no labeled pixel (all ignore, or no labeled image): zero, not NaN
+            return logits.sum() * 0.0, {"ce": 0.0} if self.cfg.ce_weight > 0 else {}
         parts: dict[str, torch.Tensor] = {}
         if self.cfg.ce_weight > 0:
             parts["ce"] = self.ce(logits.float(), mask)

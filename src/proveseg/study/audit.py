@@ -78,7 +78,7 @@ def _first_batches(records: RecordTable, ids: np.ndarray) -> list[dict[str, obje
 def rederive_consumption(data: Any, batches: int) -> dict[str, Any]:
     """What a run of ``data`` (a TrainingData) consumed in its first ``batches`` batches, as ``consumed`` records it.
 
-    Counts are rank 0's, as the trainer writes them; ``per_batch_distinct`` sums all ranks.
+    Counts cover every rank, as the trainer writes them; ``sequence_sha256`` and ``first_batches`` are rank 0's.
     """
     from proveseg.data.plan import plan_batches
 
@@ -92,7 +92,7 @@ def rederive_consumption(data: Any, batches: int) -> dict[str, Any]:
         ids = np.ascontiguousarray(planned.ids[:, 0, :], dtype=np.int64)
         for row in ids:
             sequence = hashlib.sha256(sequence.encode() + row.tobytes()).hexdigest()
-        id_counts += np.bincount(ids.ravel(), minlength=len(records))
+        id_counts += np.bincount(planned.ids.ravel(), minlength=len(records))
         kinds = kind_of_group[planned.groups.astype(np.int64)]
         per_batch.append(np.stack([(kinds == k).sum(axis=(1, 2)) for k in range(len(KINDS))], axis=1))
         if lo == 0:

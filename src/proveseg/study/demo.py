@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from proveseg.strategies import BASELINE, NOISE_CONTROL, generator_strategy
 from proveseg.synth.build import SynthSpec
 from proveseg.synth.generators import GENERATORS
 
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEMO_STRATEGIES", "demo_spec", "demo_study", "run_demo", "write_demo_study"]
 
-DEMO_STRATEGIES = ["baseline", *(f"gen_{g}" for g in GENERATORS), "gen_random_noise"]
+DEMO_STRATEGIES = [BASELINE, *(generator_strategy(g) for g in GENERATORS), NOISE_CONTROL]
 
 
 def demo_spec(quick: bool) -> SynthSpec:

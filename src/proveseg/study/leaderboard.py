@@ -25,13 +25,14 @@ from typing import Any
 import numpy as np
 
 from proveseg.config import ConfigError, DataConfig, RunConfig, load_run_config
+from proveseg.configdiff import setting_differences
 from proveseg.data.records import SOURCE_DOMAIN
 from proveseg.evaluate.metrics import paired_bootstrap_gain
 from proveseg.evaluate.runner import read_confusion
-from proveseg.strategies import parse_strategy
+from proveseg.strategies import BASELINE, Strategy, parse_strategy
 from proveseg.study.audit import audit_run
-from proveseg.study.reference import StudyReference, setting_differences
-from proveseg.study.runkey import RunKey
+from proveseg.study.reference import StudyReference
+from proveseg.study.runkey import RunKey, run_dir_name
 
 __all__ = ["Checks", "RunRecord", "build_leaderboard", "collect_runs", "rank_runs"]
 
@@ -88,7 +89,10 @@ def _identity_problem(run_dir: Path, key: RunKey, cfg: RunConfig | None, checks:
     if checks.reference:
         return checks.reference.check(run_dir, cfg)
     named = RunKey.from_path(run_dir)
-    if cfg is not None and named is not None and named != key:
+    if named is None:
+        return f"folder name {run_dir.name!r} is not <model>_ratio<r>_s<seed> (a copy or a hand-made folder)"
+    legacy = replace(key, ratio=float(f"{key.ratio:.2f}"))  # 0.1.0 wrote ratios with two decimals
+    if cfg is not None and named not in (key, legacy):
         fields = ("stage", "strategy", "dataset", "model", "ratio", "seed")
         diffs = [f"{f} {getattr(named, f)!r} in the folder name, {getattr(key, f)!r} in run.yaml"
                  for f in fields if getattr(named, f) != getattr(key, f)]
@@ -102,7 +106,7 @@ def _proof_problem(run_dir: Path, key: RunKey, cfg: RunConfig | None) -> str | N
         return "consumed mix differs from the request: " + "; ".join(comp.get("problems", [])[:2])
     strategy = parse_strategy(key.strategy)
     data = _requested_data(cfg, comp)
-    if strategy.type in ("Gen", "Noise") and key.stage != "ratio-ablation" and data.real_gen_ratio >= 1.0:
+    if (strategy.generated or strategy.noise_control) and key.stage != "ratio-ablation" and data.real_gen_ratio >= 1:
         return f"{key.strategy} at ratio {data.real_gen_ratio:g} trains on no generated data (only the ratio " \
                "ablation may hold such a run)"
     return strategy.prove(data, comp["consumed"])
@@ -140,9 +144,25 @@ def _record(run_dir: Path, stage: str | None, checks: Checks) -> RunRecord | Non
     return RunRecord(**asdict(key), run_dir=run_dir, metrics=metrics, invalid=invalid, type=kind, config=cfg)
 
 
+def _without_duplicates(runs: list[RunRecord]) -> list[RunRecord]:
+    """One valid run per key: a second folder holding the same run (a copy, an old two-decimal name) is INVALID."""
+    keep: dict[RunKey, RunRecord] = {}
+    for r in sorted((r for r in runs if r.invalid is None),
+                    key=lambda r: (r.run_dir.name != run_dir_name(r.model, r.ratio, r.seed), str(r.run_dir))):
+        keep.setdefault(_key(r), r)
+    kept = {id(r) for r in keep.values()}
+    return [r if r.invalid is not None or id(r) in kept else
+            replace(r, invalid=f"duplicate of {keep[_key(r)].run_dir} (the same run twice)", metrics={})
+            for r in runs]
+
+
+def _key(r: RunKey) -> RunKey:
+    return RunKey(r.stage, r.strategy, r.dataset, r.model, r.ratio, r.seed)
+
+
 def _cell_consistency(runs: list[RunRecord]) -> list[RunRecord]:
     """Runs whose settings differ from their cell's baseline (other than what their strategy varies): INVALID."""
-    base = {(r.stage, r.cell): r for r in runs if r.invalid is None and r.strategy == "baseline" and r.config}
+    base = {(r.stage, r.cell): r for r in runs if r.invalid is None and r.strategy == BASELINE and r.config}
     out = []
     for r in runs:
         ref = base.get((r.stage, r.cell))
@@ -164,7 +184,7 @@ def collect_runs(results_root: str | Path, stage: str | None = None, checks: Che
         record = _record(run_dir, stage, checks) if run_dir.is_dir() and not run_dir.name.startswith(".") else None
         if record is not None:
             runs.append(record)
-    return _cell_consistency(runs)
+    return _cell_consistency(_without_duplicates(runs))
 
 
 def _paired_gain(runs: list[RunRecord], base: dict[Cell, RunRecord], cells: list[Cell],
@@ -193,10 +213,14 @@ def _row(label: str, matched: list[RunRecord]) -> dict[str, Any]:
             "ratios": sorted({r.ratio for r in matched})}
 
 
+def _kind(row: dict[str, Any]) -> Strategy:
+    return parse_strategy(row["strategy"])
+
+
 def _cluster_warning(rows: list[dict[str, Any]], spread: float | None) -> str | None:
     """Generated strategies all within the baseline's noise: their data may not have been used."""
-    gen_rows = [r for r in rows if r["type"] == "Gen"]
-    if not any(r["strategy"] == "baseline" for r in rows) or len(gen_rows) < 2 or spread is None:
+    gen_rows = [r for r in rows if _kind(r).generated]
+    if not any(r["strategy"] == BASELINE for r in rows) or len(gen_rows) < 2 or spread is None:
         return None
     inside = [r for r in gen_rows if r["gain_ci95"] and r["gain_ci95"][0] <= 0 <= r["gain_ci95"][1]]
     widths = [r["gain_ci95"][1] - r["gain_ci95"][0] for r in gen_rows if r["gain_ci95"]]
@@ -218,10 +242,10 @@ def _baseline_seed_spread(baseline: list[RunRecord]) -> float:
 
 def _noise_floor_warnings(rows: list[dict[str, Any]], by_label: dict[str, list[RunRecord]]) -> list[str]:
     """A generated strategy whose whole gain interval lies within the baseline's seed-to-seed noise."""
-    spread = _baseline_seed_spread(by_label.get("baseline", []))
+    spread = _baseline_seed_spread(by_label.get(BASELINE, []))
     out = []
     for row in rows:
-        if row["type"] not in ("Gen", "Noise") or not row["gain_ci95"]:
+        if not (_kind(row).generated or _kind(row).noise_control) or not row["gain_ci95"]:
             continue
         lo, hi = row["gain_ci95"]
         if -spread <= lo and hi <= spread:
@@ -269,8 +293,8 @@ def rank_runs(results_root: str | Path, stage: str | None = None, n_boot: int = 
     if not audit:
         warnings.append("audit skipped (--no-audit): runs are ranked on their own records, not re-derived")
     cells = sorted(set.intersection(*(set(r.cell for r in rs) for rs in by_label.values()))) if by_label else []
-    base = {r.cell: r for r in by_label.get("baseline", [])}
-    if by_label and "baseline" not in by_label:
+    base = {r.cell: r for r in by_label.get(BASELINE, [])}
+    if by_label and BASELINE not in by_label:
         warnings.append("no valid baseline run: gains cannot be computed")
     rows = []
     for label, rs in by_label.items():
@@ -279,13 +303,13 @@ def rank_runs(results_root: str | Path, stage: str | None = None, n_boot: int = 
             continue
         row = _row(label, matched)
         if base:
-            point, lo, hi = (0.0, 0.0, 0.0) if label == "baseline" else _paired_gain(matched, base, cells, n_boot, seed)
+            point, lo, hi = (0.0, 0.0, 0.0) if label == BASELINE else _paired_gain(matched, base, cells, n_boot, seed)
             row["gain"], row["gain_ci95"] = point, [lo, hi]
         rows.append(row)
     rows.sort(key=lambda r: -r["mIoU"])
     for i, row in enumerate(rows, start=1):
         row["rank"] = i
-    gen_rows = [r for r in rows if r["type"] == "Gen"]
+    gen_rows = [r for r in rows if _kind(r).generated]
     spread = (max(r["mIoU"] for r in gen_rows) - min(r["mIoU"] for r in gen_rows)) if len(gen_rows) > 1 else None
     warnings += [w for w in [_cluster_warning(rows, spread)] if w] + _noise_floor_warnings(rows, by_label)
     doc: dict[str, Any] = {"stage": stage, "rows": rows, "invalid": invalid, "warnings": warnings,
@@ -301,8 +325,8 @@ def rank_runs(results_root: str | Path, stage: str | None = None, n_boot: int = 
 def _noise_outcome(rows: list[dict[str, Any]], by_label: dict[str, list[RunRecord]], cells: list, n_boot: int,
                    seed: int) -> dict[str, Any]:
     """Which of the four noise-ablation outcomes the intervals support."""
-    noise = next((r for r in rows if r["type"] == "Noise"), None)
-    gen = next((r for r in rows if r["type"] == "Gen"), None)
+    noise = next((r for r in rows if _kind(r).noise_control), None)
+    gen = next((r for r in rows if _kind(r).generated), None)
     if noise is None or gen is None or noise["gain_ci95"] is None or gen["gain_ci95"] is None:
         return {"outcome": "incomplete", "detail": "needs baseline, the reference generator and gen_random_noise"}
     gen_vs_noise = _paired_gain(by_label[gen["strategy"]], {r.cell: r for r in by_label[noise["strategy"]]}, cells,

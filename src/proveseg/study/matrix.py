@@ -17,7 +17,7 @@ from pathlib import Path
 from proveseg.config import DataConfig, EvalConfig, RunConfig, StudyRunConfig
 from proveseg.data.records import SOURCE_DOMAIN
 from proveseg.rundir import RunDir, RunLock
-from proveseg.strategies import RunData, parse_strategy
+from proveseg.strategies import BASELINE, NOISE_CONTROL, RunData, generator_strategy, parse_strategy
 from proveseg.study.runkey import RunKey, run_dir_name
 from proveseg.study.spec import StudyConfig, split_source
 
@@ -71,10 +71,11 @@ def run_config(study: StudyConfig, key: RunKey, run_dir: Path) -> RunConfig:
 def _stage_runs(study: StudyConfig, stage: str) -> list[tuple[str, float]]:
     spec = study.stages[stage]
     if stage == "noise-ablation":
-        strategies = spec.strategies or ["baseline", f"gen_{study.noise_reference}", "gen_random_noise"]
+        assert study.noise_reference is not None  # the study's validation requires it for this stage
+        strategies = spec.strategies or [BASELINE, generator_strategy(study.noise_reference), NOISE_CONTROL]
         ratios = spec.ratios or study.ratios
     elif stage == "ratio-ablation":
-        strategies = spec.strategies or [s for s in study.strategies if parse_strategy(s).type == "Gen"]
+        strategies = spec.strategies or [s for s in study.strategies if parse_strategy(s).generated]
         ratios = spec.ratios or list(DEFAULT_ABLATION_RATIOS)
     else:
         strategies = spec.strategies or study.strategies
@@ -93,10 +94,10 @@ def stage2_strategies(study: StudyConfig) -> list[str] | None:
     from proveseg.study.leaderboard import build_leaderboard  # the leaderboard reads runs; it never plans them
 
     rows = build_leaderboard(study.results_root, "stage1", n_boot=10)["rows"]
-    ranked = [r["strategy"] for r in rows if r["strategy"] != "baseline"]
+    ranked = [r["strategy"] for r in rows if r["strategy"] != BASELINE]
     if not ranked:
         raise ValueError(f"stage2 top_k={spec.top_k} needs proven stage1 runs under {study.results_root}/stage1")
-    return ["baseline", *ranked[: spec.top_k]]
+    return [BASELINE, *ranked[: spec.top_k]]
 
 
 def _keys(study: StudyConfig, stage: str, strategies: Sequence[str] | None, datasets: Sequence[str] | None,

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from proveseg.atomic import atomic_write_text
+from proveseg.strategies import BASELINE
 from proveseg.study.formatting import leaderboard_cells, leaderboard_header, pct
 from proveseg.study.leaderboard import build_leaderboard, rank_runs
 
@@ -44,8 +45,8 @@ def _leaderboard_html(doc: dict[str, Any]) -> str:
 
 
 def _gain_heatmap(doc: dict[str, Any]) -> str:
-    base = next((r for r in doc["rows"] if r["strategy"] == "baseline"), None)
-    others = [r for r in doc["rows"] if r["strategy"] != "baseline"]
+    base = next((r for r in doc["rows"] if r["strategy"] == BASELINE), None)
+    others = [r for r in doc["rows"] if r["strategy"] != BASELINE]
     if base is None or not others:
         return "<p>No baseline or no other strategy: no gain heatmap.</p>"
     domains = sorted(base["per_domain"])

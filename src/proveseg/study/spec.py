@@ -129,7 +129,8 @@ class StudyConfig(_Strict):
             why = parse_strategy(strategy).check(self)  # an unknown name raises, listing the valid forms
             if why:
                 raise ValueError(why)
-        _no_repeats({"strategies": self.strategies, "models": self.models, "ratios": self.ratios, "seeds": self.seeds,
+        canonical = [parse_strategy(x).canonical for x in self.strategies]  # selftrain = selftrain_default
+        _no_repeats({"strategies": canonical, "models": self.models, "ratios": self.ratios, "seeds": self.seeds,
                      **{f"stages.{k}.{f}": v for k, s in self.stages.items()
                         for f, v in (("strategies", s.strategies), ("ratios", s.ratios)) if v}})
         if self.batch_size < 2 and any(r not in (0.0, 1.0) for r in self.ratios):

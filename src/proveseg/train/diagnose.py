@@ -52,7 +52,10 @@ def run_class_names(run_dir: str | Path) -> list[str]:
     root = Path(run_dir)
     root = root.parent if root.is_file() else root
     if (root / "run.yaml").exists():
-        return list(resolve_class_set(load_run_config(root / "run.yaml").data.class_set).names)
+        try:
+            return list(resolve_class_set(load_run_config(root / "run.yaml").data.class_set).names)
+        except (KeyError, ValueError, OSError):  # an older run.yaml naming a class table file that is gone
+            pass
     if (root / "metrics.json").exists():
         metrics = json.loads((root / "metrics.json").read_text(encoding="utf-8"))
         if "classes" in metrics:

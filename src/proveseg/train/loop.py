@@ -100,7 +100,7 @@ def train(cfg: RunConfig, resume: bool = False, stop_after: int | None = None, p
             lock.acquire()
         session, state = _prepare(cfg, run, resume, device, rank, world)
         return _train(session, state, stop_after, progress)
-    except (Preempted, RunLocked):
+    except (Preempted, RunLocked, ResumeRefused):  # the run directory is not this call's to mark failed
         raise
     except BaseException as exc:
         if rank == 0 and run.root.exists():
@@ -264,10 +264,13 @@ def _composition(session: Session, state: TrainState) -> tuple[dict[str, Any], l
     """The composition.json document and its problems: the request, then the strategy's proof rule."""
     audit, data = state.audit, session.data
     expected = data.expected_composition(0, len(audit.per_batch))
-    if session.world > 1:
-        tensor = torch.from_numpy(np.ascontiguousarray(audit.composition())).to(session.device)
-        dist.all_reduce(tensor)
-        audit.per_batch = [tuple(r) for r in tensor.cpu().numpy().tolist()]
+    if session.world > 1:  # the record covers every rank: counts and per-batch rows are summed
+        def all_reduce(array: np.ndarray) -> np.ndarray:
+            tensor = torch.from_numpy(np.ascontiguousarray(array)).to(session.device)
+            dist.all_reduce(tensor)
+            return tensor.cpu().numpy()
+
+        audit.merge_ranks(data.records, all_reduce)
         expected = expected * session.world
     problems = audit.mismatches(expected)
     doc = audit.to_dict(data.records, data.requested(), data.hashes, data.validation, problems)

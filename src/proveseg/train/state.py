@@ -20,7 +20,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from proveseg.checkpoint import load_checkpoint, model_record, save_checkpoint
-from proveseg.config import OptimizerConfig, RunConfig, dump_config
+from proveseg.config import ConfigError, OptimizerConfig, RunConfig, dump_config, parse_run_config
 from proveseg.data.audit import ConsumptionAudit
 from proveseg.data.classes import ClassSet
 from proveseg.models import SegmentationModel, build_model
@@ -83,11 +83,17 @@ def fingerprint(cfg: RunConfig, class_set: ClassSet, hashes: dict[str, str], wor
             "world_size": world_size}
 
 
-def refusal(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
-    """What changed between two fingerprints, in words; None when nothing did."""
+def refusal(saved: dict[str, Any], now: dict[str, Any], config_changes: list[str] | None = None) -> str | None:
+    """What changed between two fingerprints, in words; None when nothing did.
+
+    ``config_changes``: the fields in which the checkpoint's stored config differs from the current one
+    (None when it cannot be read); an empty list means the configs differ only in layout or in how the
+    run executes (device, threads, workers), which a resume may change.
+    """
     changed = []
-    if saved["config_sha256"] != now["config_sha256"]:
-        changed.append("the resolved run config")
+    if saved["config_sha256"] != now["config_sha256"] and config_changes != []:
+        detail = f" ({'; '.join(config_changes[:4])})" if config_changes else ""
+        changed.append(f"the resolved run config{detail}")
     if saved["class_set"] != now["class_set"]:
         changed.append("the class set")
     for key in sorted(set(saved["record_hashes"]) | set(now["record_hashes"])):
@@ -166,10 +172,20 @@ class TrainState:
     def save(self, path: Path) -> None:
         save_checkpoint(path, self.state_dict())
 
+    def _config_changes(self, ckpt: dict[str, Any]) -> list[str] | None:
+        """Fields in which the checkpoint's stored config differs from this run's (read with today's schema)."""
+        from proveseg.configdiff import config_differences
+
+        try:
+            saved = parse_run_config(str(ckpt["config"]), "checkpoint config")
+        except (KeyError, ConfigError):
+            return None
+        return config_differences(self.cfg, saved)
+
     def resume(self, path: Path, device: torch.device) -> None:
         """Load ``path``; ResumeRefused names what changed since it was written."""
         ckpt = load_checkpoint(path, device)
-        why = refusal(ckpt["fingerprint"], self.fingerprint)
+        why = refusal(ckpt["fingerprint"], self.fingerprint, self._config_changes(ckpt))
         if why:
             raise ResumeRefused(f"{path}: cannot resume, changed since the checkpoint: {why}")
         self.load_state_dict(ckpt)
