@@ -37,7 +37,7 @@ class GeneratorMix(Generator):
         return RunData(base.data.model_copy(update={"generated": generated}), base.train)
 
     def required_sources(self, arg, data):  # type: ignore[no-untyped-def]
-        return arg.split("+")
+        return [("generated", g) for g in arg.split("+")]
 
 
 def test_a_new_strategy_kind_is_one_class_and_one_registry_line(tmp_path: Path,

@@ -108,6 +108,7 @@ def test_two_process_ddp_selftrain_on_cpu(tiny_benchmark: Path, tmp_path: Path) 
     _torchrun_train(_write(cfg, tmp_path / "st.yaml"), port=29518)
     comp = json.loads((cfg.output_dir / "composition.json").read_text())
     assert comp["requested"]["world_size"] == 2 and comp["matches_request"]
-    assert comp["consumed"]["per_kind"]["unlabeled"] == 4 * 4  # 2 unlabeled per rank per step, counted over ranks
+    # 4 unlabeled per rank per step (share 0.5 of 8), 4 steps, counted over both ranks
+    assert comp["consumed"]["per_kind"] == {"real": 32, "generated": 0, "noise": 0, "unlabeled": 32}
     steps = [json.loads(x) for x in (cfg.output_dir / "log.jsonl").read_text().splitlines() if '"loss"' in x]
     assert len(steps) == 4 and all("st" in s and len(s["thresholds"]) == 19 for s in steps)  # pseudo-label loss ran
