@@ -16,7 +16,7 @@ from proveseg.data.records import SOURCE_DOMAIN
 from proveseg.evaluate import metrics
 from proveseg.readers import READERS, ReadResult, SourceBase
 from proveseg.readers import _source_union as source_union
-from proveseg.readers.base import _pair, _walk_images
+from proveseg.readers.base import pair_labels, walk_images
 from proveseg.render import metrics_tables
 from proveseg.strategies import Generator, RunData
 from proveseg.study.matrix import expand
@@ -69,9 +69,9 @@ class BddSource(SourceBase):
     split: str = "train"
 
     def read(self) -> ReadResult:
-        images = _walk_images(self.root / "images" / "10k" / self.split)
+        images = walk_images(self.root / "images" / "10k" / self.split)
         pairs = [(p, self.root / "labels/sem_seg/masks" / self.split / f"{p.stem}.png", SOURCE_DOMAIN) for p in images]
-        return _pair(self.name, pairs, self.on_invalid)
+        return pair_labels(self.name, pairs, self.on_invalid)
 
 
 def test_a_new_reader_is_one_module_and_one_registry_line(tmp_path: Path) -> None:

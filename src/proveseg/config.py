@@ -225,6 +225,7 @@ class StudyRunConfig(_Strict):
     study: str
     stage: str
     dataset: str
+    budget: Literal["iterations", "real_samples"] = "iterations"  # what the study held equal across strategies
 
 
 class RunConfig(_Strict):

@@ -67,5 +67,10 @@ def config_differences(actual: RunConfig, expected: RunConfig) -> list[str]:
 
 
 def setting_differences(run: RunConfig, reference: RunConfig) -> list[str]:
-    """Fields two runs of one cell must share (everything a strategy does not vary) in which they differ."""
-    return _differences(_normalised(run), _normalised(reference), STRATEGY_FIELDS)
+    """Fields two runs of one cell must share (everything a strategy does not vary) in which they differ.
+
+    Under a study's ``budget: real_samples`` the number of iterations is what equalises the runs, so it varies too.
+    """
+    budget = {cfg.study.budget for cfg in (run, reference) if cfg.study is not None}
+    varies = (*STRATEGY_FIELDS, "train.max_iters") if budget == {"real_samples"} else STRATEGY_FIELDS
+    return _differences(_normalised(run), _normalised(reference), varies)

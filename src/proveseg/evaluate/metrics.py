@@ -8,12 +8,28 @@ aAcc is correct / labeled pixels. Intervals resample test images (their confusio
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SCALAR_METRICS", "bootstrap_miou", "class_accuracy", "domain_summary", "iou_per_class",
-           "mean_class_accuracy", "mean_iou", "overall_accuracy", "paired_bootstrap_diff", "paired_bootstrap_gain",
-           "scalar_metrics", "summarize"]
+__all__ = [
+    "SCALAR_METRICS",
+    "GainEstimate",
+    "PairedRuns",
+    "bootstrap_miou",
+    "class_accuracy",
+    "domain_summary",
+    "hierarchical_paired_gain",
+    "holm_adjust",
+    "iou_per_class",
+    "mean_class_accuracy",
+    "mean_iou",
+    "overall_accuracy",
+    "paired_bootstrap_diff",
+    "paired_bootstrap_gain",
+    "scalar_metrics",
+    "summarize",
+]
 
 
 def iou_per_class(conf: np.ndarray) -> np.ndarray:
@@ -83,29 +99,115 @@ def bootstrap_miou(per_image: np.ndarray, n_boot: int = 1000, seed: int = 0,
     return float(lo), float(hi)
 
 
-def paired_bootstrap_gain(pairs: Sequence[tuple[np.ndarray, np.ndarray]], n_boot: int = 1000, seed: int = 0,
-                          level: float = 0.95) -> tuple[float, float, float]:
-    """Mean over pairs of mIoU(a) - mIoU(b), each pair on the same test images: (point, low, high).
+@dataclass(frozen=True)
+class PairedRuns:
+    """Two runs of one cell tested on the same images: ``a`` (a strategy) and ``b`` (its reference).
 
-    Every pair gets its own image resample, the same for both of its runs; the interval is the
-    percentile interval of the mean difference. This is the one bootstrap the metrics, the
-    leaderboard and the report use.
+    ``group`` is what the cell shares with other cells but its seed (dataset, model): seeds are
+    resampled within a group, test images within each pair.
+    """
+
+    group: tuple[object, ...]
+    a: np.ndarray  # (N, C, C) per-image confusion matrices
+    b: np.ndarray
+
+
+@dataclass(frozen=True)
+class GainEstimate:
+    """A mean paired gain with its interval, p-value and probability of improvement."""
+
+    gain: float
+    low: float
+    high: float
+    p_value: float  # two-sided, from the same resamples as the interval: p < 1 - level iff the interval excludes 0
+    p_improve: float  # share of pairs whose strategy run beats its reference run (ties count half)
+    seed_aware: bool  # some group had several seeds, so the interval covers seed-to-seed spread too
+    n_pairs: int
+
+
+def hierarchical_paired_gain(pairs: Sequence[PairedRuns], n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                             ) -> GainEstimate:
+    """Mean over pairs of mIoU(a) - mIoU(b), with a hierarchical paired bootstrap.
+
+    Each resample draws, within every group, as many seeds as it has with replacement, and within
+    each drawn pair the test images with replacement (the same images for both runs of the pair).
+    With one seed per group this is the image-only paired bootstrap; the estimate says which.
     """
     if not pairs:
         raise ValueError("paired bootstrap needs at least one pair of runs")
     rng = np.random.default_rng(seed)
-    deltas, points = [], []
-    for a, b in pairs:
+    deltas = np.empty((len(pairs), n_boot))
+    points = np.empty(len(pairs))
+    for i, pair in enumerate(pairs):
+        a, b = pair.a, pair.b
         if a.shape != b.shape:
             raise ValueError(f"paired runs need the same test images: {a.shape} vs {b.shape}")
-        n = len(a)
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
-        boot = [np.asarray(mean_iou((counts @ x.reshape(n, -1).astype(np.float64)).reshape(n_boot, *x.shape[1:])))
-                for x in (a, b)]
-        deltas.append(boot[0] - boot[1])
-        points.append(float(mean_iou(a.sum(axis=0))) - float(mean_iou(b.sum(axis=0))))
-    lo, hi = np.nanpercentile(np.mean(deltas, axis=0), [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
-    return float(np.mean(points)), float(lo), float(hi)
+        counts = _resample_counts_rng(len(a), n_boot, rng)
+        deltas[i] = _image_boot(a, counts) - _image_boot(b, counts)
+        points[i] = float(mean_iou(a.sum(axis=0))) - float(mean_iou(b.sum(axis=0)))
+    boot_gain = _resample_seeds(deltas, [pair.group for pair in pairs], rng)
+    lo, hi = np.nanpercentile(boot_gain, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
+    below, above = (np.sum(boot_gain <= 0) + 1) / (n_boot + 1), (np.sum(boot_gain >= 0) + 1) / (n_boot + 1)
+    p_improve = float(np.mean(points > 0) + 0.5 * np.mean(points == 0))
+    return GainEstimate(float(np.mean(points)), float(lo), float(hi), float(min(1.0, 2 * min(below, above))),
+                        p_improve, len({pair.group for pair in pairs}) < len(pairs), len(pairs))
+
+
+def _image_boot(per_image: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    n = len(per_image)
+    return np.asarray(mean_iou((counts @ per_image.reshape(n, -1).astype(np.float64)).reshape(len(counts),
+                                                                                             *per_image.shape[1:])))
+
+
+def _resample_seeds(values: np.ndarray, groups: Sequence[tuple[object, ...]], rng: np.random.Generator) -> np.ndarray:
+    """Per resample b: the mean over runs after drawing, within each group, its runs (seeds) with replacement.
+
+    ``values`` is (runs, n_boot): each run's image-resampled statistic; column b of a drawn run is used in resample b.
+    """
+    n_boot = values.shape[1]
+    members: dict[tuple[object, ...], list[int]] = {}
+    for i, group in enumerate(groups):
+        members.setdefault(group, []).append(i)
+    total = np.zeros(n_boot)
+    columns = np.arange(n_boot)[:, None]
+    for idx_list in members.values():
+        idx = np.asarray(idx_list)
+        drawn = idx[rng.integers(0, len(idx), (n_boot, len(idx)))] if len(idx) > 1 else np.repeat(idx[None], n_boot, 0)
+        total += np.nansum(values[drawn, columns], axis=1)
+    return total / len(groups)
+
+
+def hierarchical_miou(runs: Sequence[tuple[tuple[object, ...], np.ndarray]], n_boot: int = 1000, seed: int = 0,
+                      level: float = 0.95) -> tuple[float, float, float]:
+    """Mean mIoU over runs (group, per-image confusions) with the same seed-then-image bootstrap: (mean, low, high)."""
+    rng = np.random.default_rng(seed)
+    values = np.stack([_image_boot(x, _resample_counts_rng(len(x), n_boot, rng)) for _, x in runs])
+    boot = _resample_seeds(values, [g for g, _ in runs], rng)
+    lo, hi = np.nanpercentile(boot, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
+    return float(np.mean([float(mean_iou(x.sum(axis=0))) for _, x in runs])), float(lo), float(hi)
+
+
+def _resample_counts_rng(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
+
+
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment: family-wise error control over all the comparisons made."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def paired_bootstrap_gain(pairs: Sequence[tuple[np.ndarray, np.ndarray]], n_boot: int = 1000, seed: int = 0,
+                          level: float = 0.95) -> tuple[float, float, float]:
+    """Mean over pairs of mIoU(a) - mIoU(b), each pair on the same test images, resampling images only."""
+    est = hierarchical_paired_gain([PairedRuns((i,), a, b) for i, (a, b) in enumerate(pairs)], n_boot, seed, level)
+    return est.gain, est.low, est.high
 
 
 def paired_bootstrap_diff(per_image_a: np.ndarray, per_image_b: np.ndarray, n_boot: int = 1000, seed: int = 0,

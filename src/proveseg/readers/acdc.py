@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from proveseg.readers.base import ReaderError, ReadResult, SourceBase, _pair, _walk_images
+from proveseg.readers.base import ReaderError, ReadResult, SourceBase, pair_labels, walk_images
 
 __all__ = ["ACDC_DOMAINS", "AcdcSource"]
 
@@ -28,10 +28,10 @@ class AcdcSource(SourceBase):
             folder = image_root / condition / self.split
             if not folder.is_dir():
                 continue
-            for img in _walk_images(folder):
+            for img in walk_images(folder):
                 stem = img.name.removesuffix("_rgb_anon.png")
                 gt = root / "gt" / img.relative_to(image_root).parent
                 train_ids = gt / f"{stem}_gt_labelTrainIds.png"
                 label = train_ids if train_ids.exists() else gt / f"{stem}_gt_labelIds.png"
                 pairs.append((img, label, ACDC_DOMAINS.get(condition, condition)))
-        return _pair(self.name, pairs, self.on_invalid)
+        return pair_labels(self.name, pairs, self.on_invalid)

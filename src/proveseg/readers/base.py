@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from proveseg.data.records import RecordTable
 
-__all__ = ["IMAGE_EXTENSIONS", "ReadResult", "ReaderError", "SourceBase"]
+__all__ = ["IMAGE_EXTENSIONS", "ReadResult", "ReaderError", "SourceBase", "pair_labels", "walk_images"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -64,7 +64,7 @@ class SourceBase(BaseModel):
         """Every record the reader finds, sorted (``domains`` and ``take`` are applied by ``read_source``)."""
 
 
-def _walk_images(folder: Path) -> list[Path]:
+def walk_images(folder: Path) -> list[Path]:
     """Image files under ``folder``, recursively, in sorted order."""
     if not folder.is_dir():
         raise ReaderError(f"{folder}: image folder not found")
@@ -75,7 +75,7 @@ def _walk_images(folder: Path) -> list[Path]:
     return out
 
 
-def _pair(name: str, pairs: list[tuple[Path, Path, str]], on_invalid: str, labeled: bool = True) -> ReadResult:
+def pair_labels(name: str, pairs: list[tuple[Path, Path, str]], on_invalid: str, labeled: bool = True) -> ReadResult:
     """Records of (image, label, domain) triples whose label exists; missing ones per policy."""
     listing: dict[Path, set[str]] = {}
     images, labels, domains = [], [], []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from proveseg.data.records import SOURCE_DOMAIN
-from proveseg.readers.base import ReadResult, SourceBase, _pair, _walk_images
+from proveseg.readers.base import ReadResult, SourceBase, pair_labels, walk_images
 
 __all__ = ["CityscapesSource"]
 
@@ -21,10 +21,10 @@ class CityscapesSource(SourceBase):
         """Every image of ``split`` paired with its ``gtFine`` label."""
         root = self.root
         pairs = []
-        for img in _walk_images(root / "leftImg8bit" / self.split):
+        for img in walk_images(root / "leftImg8bit" / self.split):
             stem = img.name.removesuffix("_leftImg8bit.png")
             folder = root / "gtFine" / img.relative_to(root / "leftImg8bit").parent
             train_ids = folder / f"{stem}_gtFine_labelTrainIds.png"
             label = train_ids if train_ids.exists() else folder / f"{stem}_gtFine_labelIds.png"
             pairs.append((img, label, self.domain))
-        return _pair(self.name, pairs, self.on_invalid)
+        return pair_labels(self.name, pairs, self.on_invalid)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from typing import Literal
 
-from proveseg.readers.base import ReaderError, ReadResult, SourceBase, _pair
+from proveseg.readers.base import ReaderError, ReadResult, SourceBase, pair_labels
 
 __all__ = ["CsvSource"]
 
@@ -32,4 +32,4 @@ class CsvSource(SourceBase):
             if not dom:
                 raise ReaderError(f"{root}: row {i}: field 'domain' is empty and no default domain is configured")
             pairs.append((root.parent / row["image"], root.parent / (row.get("label") or ""), dom))
-        return _pair(self.name, pairs, self.on_invalid, labeled)
+        return pair_labels(self.name, pairs, self.on_invalid, labeled)

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from proveseg.readers.base import ReaderError, ReadResult, SourceBase, _pair, _walk_images
+from proveseg.readers.base import ReaderError, ReadResult, SourceBase, pair_labels, walk_images
 
 __all__ = ["FolderSource"]
 
@@ -30,11 +30,11 @@ class FolderSource(SourceBase):
         """Every image under ``root/images`` paired with its label under ``root/labels``."""
         image_root, label_root = self.root / self.images, self.root / self.labels
         pairs = []
-        for img in _walk_images(image_root):
+        for img in walk_images(image_root):
             rel = img.relative_to(image_root)
             if self.domain is None and len(rel.parts) <= self.domain_level + 1:
                 raise ReaderError(f"{img}: no folder at level {self.domain_level} under {image_root} "
                                   "to take the domain from")
             dom = self.domain if self.domain is not None else rel.parts[self.domain_level]
             pairs.append((img, (label_root / rel).with_name(rel.stem + self.label_suffix + self.label_ext), dom))
-        return _pair(self.name, pairs, self.on_invalid)
+        return pair_labels(self.name, pairs, self.on_invalid)

@@ -8,8 +8,8 @@ from typing import Any
 
 from rich.table import Table
 
-__all__ = ["leaderboard_cells", "leaderboard_csv", "leaderboard_header", "leaderboard_markdown", "leaderboard_table",
-           "pct"]
+__all__ = ["leaderboard_caption", "leaderboard_cells", "leaderboard_csv", "leaderboard_header", "leaderboard_markdown",
+           "leaderboard_table", "pct"]
 
 
 def pct(v: float | None) -> str:
@@ -21,7 +21,34 @@ def _gain(row: dict[str, Any]) -> str:
     if row["gain"] is None:
         return "-"
     lo, hi = row["gain_ci95"]
-    return f"{100 * row['gain']:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]"
+    mark = "*" if row.get("significant") else ""
+    return f"{100 * row['gain']:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]{mark}"
+
+
+def _p(value: float | None) -> str:
+    return "-" if value is None else (f"{value:.3f}" if value >= 0.001 else "<0.001")
+
+
+_SELECTION = {"best_on_val": "best-on-validation checkpoint", "final": "final weights (no validation set)",
+              "unrecorded": "not recorded by these runs", "mixed": "MIXED (see warnings)"}
+_BUDGET = {"iterations": "equal iterations (mixed runs see fewer real images than the baseline)",
+           "real_samples": "equal real samples (mixed runs train longer)", "mixed": "MIXED (see warnings)"}
+
+
+def leaderboard_caption(doc: dict[str, Any]) -> str:
+    """What the numbers mean: units, what the interval covers, the correction, weight selection and budget."""
+    interval = {"seeds and test images": "95% CI over training seeds and test images (hierarchical paired bootstrap)",
+                "test images only": "95% CI over test images only (one seed per cell: seed-to-seed spread NOT "
+                                    "covered)"}.get(doc.get("interval") or "", "95% CI (mixed: see rows)")
+    parts = ["mIoU in %, gains in points", interval,
+             f"* = significant at 5% after Holm over {doc.get('comparisons', 0)} strategies; P(win) = share of "
+             "matched pairs the strategy wins"]
+    if doc.get("selection"):
+        parts.append(f"weights: {_SELECTION.get(doc['selection'], doc['selection'])}")
+    if doc.get("budget"):
+        parts.append(f"budget: {_BUDGET.get(doc['budget'], doc['budget'])}")
+    parts.append("adverse = mean over domains other than clear_day")
+    return "; ".join(parts)
 
 
 def _domains(doc: dict[str, Any]) -> list[str]:
@@ -30,16 +57,19 @@ def _domains(doc: dict[str, Any]) -> list[str]:
 
 def leaderboard_cells(doc: dict[str, Any], row: dict[str, Any]) -> list[str]:
     """One leaderboard row as display strings (every output format uses these)."""
-    return [str(row["rank"]), row["strategy"], row["type"], pct(row["mIoU"]), _gain(row),
-            pct(row["adverse_mIoU"]), *(pct(row["per_domain"].get(d)) for d in _domains(doc)), str(row["n_runs"])]
+    p_improve = row.get("p_improve")
+    return [str(row["rank"]), row["strategy"], row["type"], pct(row["mIoU"]), _gain(row), _p(row.get("p_holm")),
+            "-" if p_improve is None else f"{100 * p_improve:.0f}%", pct(row["adverse_mIoU"]),
+            *(pct(row["per_domain"].get(d)) for d in _domains(doc)), str(row["n_runs"])]
 
 
 def leaderboard_header(doc: dict[str, Any]) -> list[str]:
-    return ["rank", "strategy", "type", "mIoU", "gain vs baseline [95% CI]", "adverse", *_domains(doc), "runs"]
+    return ["rank", "strategy", "type", "mIoU", "gain vs baseline [95% CI]", "p Holm", "P(win)", "adverse",
+            *_domains(doc), "runs"]
 
 
 def leaderboard_table(doc: dict[str, Any], title: str) -> Table:
-    table = Table(title=title, caption="mIoU in %, gains in points; adverse = mean over domains other than clear_day")
+    table = Table(title=title, caption=leaderboard_caption(doc))
     for i, col in enumerate(leaderboard_header(doc)):
         table.add_column(col, justify="left" if i in (1, 2) else "right", no_wrap=True)
     for row in doc["rows"]:
@@ -51,6 +81,7 @@ def leaderboard_markdown(doc: dict[str, Any]) -> str:
     header = leaderboard_header(doc)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(leaderboard_cells(doc, row)) + " |" for row in doc["rows"]]
+    lines.append(f"\n{leaderboard_caption(doc)}")
     for item in doc["invalid"]:
         lines.append(f"\nINVALID `{item['run_dir']}`: {item['reason']}")
     for warning in doc["warnings"]:
@@ -63,9 +94,10 @@ def leaderboard_csv(doc: dict[str, Any]) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     domains = _domains(doc)
     writer.writerow(["rank", "strategy", "type", "mIoU", "gain", "gain_lo", "gain_hi", "adverse_mIoU",
-                     *domains, "n_runs"])
+                     *domains, "n_runs", "p_value", "p_holm", "significant", "p_improve", "interval"])
     for r in doc["rows"]:
         lo, hi = r["gain_ci95"] or (None, None)
         writer.writerow([r["rank"], r["strategy"], r["type"], r["mIoU"], r["gain"], lo, hi, r["adverse_mIoU"],
-                         *(r["per_domain"].get(d) for d in domains), r["n_runs"]])
+                         *(r["per_domain"].get(d) for d in domains), r["n_runs"], r.get("p_value"), r.get("p_holm"),
+                         r.get("significant"), r.get("p_improve"), r.get("interval")])
     return buf.getvalue()

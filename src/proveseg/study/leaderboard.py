@@ -27,7 +27,7 @@ import numpy as np
 from proveseg.config import ConfigError, DataConfig, RunConfig, load_run_config
 from proveseg.configdiff import setting_differences
 from proveseg.data.records import SOURCE_DOMAIN
-from proveseg.evaluate.metrics import paired_bootstrap_gain
+from proveseg.evaluate.metrics import GainEstimate, PairedRuns, hierarchical_paired_gain, holm_adjust
 from proveseg.evaluate.runner import read_confusion
 from proveseg.strategies import BASELINE, Strategy, parse_strategy
 from proveseg.study.audit import audit_run
@@ -187,9 +187,9 @@ def collect_runs(results_root: str | Path, stage: str | None = None, checks: Che
     return _cell_consistency(_without_duplicates(runs))
 
 
-def _paired_gain(runs: list[RunRecord], base: dict[Cell, RunRecord], cells: list[Cell],
-                 n_boot: int, seed: int) -> tuple[float, float, float]:
-    """Gain of ``runs`` over the ``base`` runs of the same cells (metrics' one paired bootstrap)."""
+def _pairs(runs: list[RunRecord], base: dict[Cell, RunRecord], cells: list[Cell],
+           domain: str | None = None) -> list[PairedRuns]:
+    """The (strategy run, reference run) pairs of the compared cells; seeds resample within (dataset, model)."""
     pairs = []
     for run in runs:
         if run.cell not in cells:
@@ -198,8 +198,32 @@ def _paired_gain(runs: list[RunRecord], base: dict[Cell, RunRecord], cells: list
         b = read_confusion(base[run.cell].run_dir / "confusion.npz")
         if a.images != b.images:
             raise ValueError(f"{run.run_dir} and {base[run.cell].run_dir} were tested on different images")
-        pairs.append((a.per_image, b.per_image))
-    return paired_bootstrap_gain(pairs, n_boot, seed)
+        keep = np.asarray(a.domains) == domain if domain is not None else np.ones(len(a.images), bool)
+        if keep.any():
+            pairs.append(PairedRuns((run.dataset, run.model), a.per_image[keep], b.per_image[keep]))
+    return pairs
+
+
+def _paired_gain(runs: list[RunRecord], base: dict[Cell, RunRecord], cells: list[Cell],
+                 n_boot: int, seed: int, domain: str | None = None) -> GainEstimate:
+    """Gain of ``runs`` over the ``base`` runs of the same cells: the hierarchical paired bootstrap of metrics."""
+    return hierarchical_paired_gain(_pairs(runs, base, cells, domain), n_boot, seed)
+
+
+def _gain_fields(label: str, matched: list[RunRecord], base: dict[Cell, RunRecord], cells: list[Cell],
+                 n_boot: int, seed: int, domains: list[str]) -> dict[str, Any]:
+    """A row's gain over the baseline: overall and per domain, interval, p-value, probability of improvement."""
+    if label == BASELINE:
+        return {"gain": 0.0, "gain_ci95": [0.0, 0.0], "p_value": None, "p_improve": None,
+                "interval": None, "per_domain_gain": {d: {"gain": 0.0, "ci95": [0.0, 0.0]} for d in domains}}
+    est = _paired_gain(matched, base, cells, n_boot, seed)
+    per_domain = {}
+    for d in domains:
+        dom = _paired_gain(matched, base, cells, n_boot, seed, d)
+        per_domain[d] = {"gain": dom.gain, "ci95": [dom.low, dom.high]}
+    return {"gain": est.gain, "gain_ci95": [est.low, est.high], "p_value": est.p_value, "p_improve": est.p_improve,
+            "interval": "seeds and test images" if est.seed_aware else "test images only",
+            "per_domain_gain": per_domain}
 
 
 def _row(label: str, matched: list[RunRecord]) -> dict[str, Any]:
@@ -211,6 +235,34 @@ def _row(label: str, matched: list[RunRecord]) -> dict[str, Any]:
             "gain": None, "gain_ci95": None, "per_domain": per_domain,
             "adverse_mIoU": float(np.mean(adverse)) if adverse else None, "n_runs": len(matched),
             "ratios": sorted({r.ratio for r in matched})}
+
+
+def _holm(rows: list[dict[str, Any]], alpha: float = 0.05) -> None:
+    """Adjust every strategy-vs-baseline p-value with Holm's method over all the strategies compared."""
+    compared = [r for r in rows if r.get("p_value") is not None]
+    for row, p in zip(compared, holm_adjust([r["p_value"] for r in compared]), strict=True):
+        row["p_holm"], row["significant"] = p, p < alpha
+    for row in rows:
+        row.setdefault("p_holm", None)
+        row.setdefault("significant", None)
+
+
+def _policies(valid: list[RunRecord], warnings: list[str]) -> tuple[str | None, str | None]:
+    """How the ranked runs chose their weights and what their study held equal; a mix of either is a warning."""
+    selections = sorted({str(r.metrics.get("selection", "unrecorded")) for r in valid})
+    budgets = sorted({r.config.study.budget if r.config is not None and r.config.study is not None else "iterations"
+                      for r in valid})
+    if len(selections) > 1:
+        warnings.append(f"ranked runs chose their weights differently ({', '.join(selections)}): not comparable")
+    if len(budgets) > 1:
+        warnings.append(f"ranked runs come from studies with different budgets ({', '.join(budgets)})")
+    return (selections[0] if len(selections) == 1 else "mixed") if selections else None, (
+        budgets[0] if len(budgets) == 1 else "mixed") if budgets else None
+
+
+def _interval_kind(rows: list[dict[str, Any]]) -> str | None:
+    kinds = {r.get("interval") for r in rows} - {None}
+    return None if not kinds else (kinds.pop() if len(kinds) == 1 else "mixed")
 
 
 def _kind(row: dict[str, Any]) -> Strategy:
@@ -303,18 +355,21 @@ def rank_runs(results_root: str | Path, stage: str | None = None, n_boot: int = 
             continue
         row = _row(label, matched)
         if base:
-            point, lo, hi = (0.0, 0.0, 0.0) if label == BASELINE else _paired_gain(matched, base, cells, n_boot, seed)
-            row["gain"], row["gain_ci95"] = point, [lo, hi]
+            row.update(_gain_fields(label, matched, base, cells, n_boot, seed, sorted(row["per_domain"])))
         rows.append(row)
+    _holm(rows)
     rows.sort(key=lambda r: -r["mIoU"])
     for i, row in enumerate(rows, start=1):
         row["rank"] = i
     gen_rows = [r for r in rows if _kind(r).generated]
     spread = (max(r["mIoU"] for r in gen_rows) - min(r["mIoU"] for r in gen_rows)) if len(gen_rows) > 1 else None
     warnings += [w for w in [_cluster_warning(rows, spread)] if w] + _noise_floor_warnings(rows, by_label)
+    selection, budget = _policies(valid, warnings)
     doc: dict[str, Any] = {"stage": stage, "rows": rows, "invalid": invalid, "warnings": warnings,
                            "generated_spread": spread, "cells": [list(c) for c in cells],
-                           "studies": reference.studies, "audited": audit}
+                           "studies": reference.studies, "audited": audit, "selection": selection, "budget": budget,
+                           "comparisons": sum(r["p_value"] is not None for r in rows if "p_value" in r),
+                           "interval": _interval_kind(rows)}
     if stage == "noise-ablation":
         doc["noise_ablation"] = _noise_outcome(rows, by_label, cells, n_boot, seed)
     if stage == "ratio-ablation":
@@ -329,8 +384,9 @@ def _noise_outcome(rows: list[dict[str, Any]], by_label: dict[str, list[RunRecor
     gen = next((r for r in rows if _kind(r).generated), None)
     if noise is None or gen is None or noise["gain_ci95"] is None or gen["gain_ci95"] is None:
         return {"outcome": "incomplete", "detail": "needs baseline, the reference generator and gen_random_noise"}
-    gen_vs_noise = _paired_gain(by_label[gen["strategy"]], {r.cell: r for r in by_label[noise["strategy"]]}, cells,
-                                n_boot, seed)
+    est = _paired_gain(by_label[gen["strategy"]], {r.cell: r for r in by_label[noise["strategy"]]}, cells,
+                       n_boot, seed)
+    gen_vs_noise = (est.gain, est.low, est.high)
 
     def sign(ci: list[float] | tuple[float, ...]) -> int:
         return 1 if ci[0] > 0 else (-1 if ci[1] < 0 else 0)

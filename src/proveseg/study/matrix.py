@@ -9,6 +9,7 @@ own business (``proveseg.strategies``); the run's identity is written into its `
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,14 +59,28 @@ def run_config(study: StudyConfig, key: RunKey, run_dir: Path) -> RunConfig:
     data = DataConfig(class_set=ds.class_set, real=real, real_gen_ratio=key.ratio, batch_size=study.batch_size,
                       seed=key.seed, num_workers=study.num_workers, transforms=study.transforms)
     base = RunData(data, study.train.model_copy(update={"seed": key.seed}))
-    configured = parse_strategy(key.strategy).configure(study, key.dataset, base)
+    strategy = parse_strategy(key.strategy)
+    configured = _budgeted(study, key, strategy.configure(study, key.dataset, base))
     evaluation = EvalConfig.model_validate({
         **study.evaluation.model_dump(), "val": [split_source(key.dataset, ds.val)] if ds.val else [],
         "test": [split_source(key.dataset, ds.test)]})
     return RunConfig(name=f"{key.stage}/{key.strategy}/{key.dataset}/{run_dir.name}", strategy=key.strategy,
-                     study=StudyRunConfig(study=study.name, stage=key.stage, dataset=key.dataset),
+                     study=StudyRunConfig(study=study.name, stage=key.stage, dataset=key.dataset, budget=study.budget),
                      output_dir=run_dir, data=configured.data, model={"name": key.model}, train=configured.train,
                      evaluation=evaluation)
+
+
+def _budgeted(study: StudyConfig, key: RunKey, run: RunData) -> RunData:
+    """Under ``budget: real_samples`` a run whose batches are part real trains longer, until it consumed as many
+    real samples as the baseline does in ``train.max_iters`` steps."""
+    if study.budget == "iterations":
+        return run
+    real_share = parse_strategy(key.strategy).shares(run.data)["real"]
+    if real_share <= 0:
+        raise ValueError(f"{key.strategy} at ratio {key.ratio:g} consumes no real sample: budget real_samples cannot "
+                         "equalise it (drop ratio 0 from the study, or use budget: iterations)")
+    iters = math.ceil(run.train.max_iters / real_share - 1e-9)
+    return RunData(run.data, run.train.model_copy(update={"max_iters": iters}))
 
 
 def _stage_runs(study: StudyConfig, stage: str) -> list[tuple[str, float]]:

@@ -115,6 +115,9 @@ class StudyConfig(_Strict):
     train: TrainConfig = TrainConfig()
     evaluation: EvalConfig = EvalConfig()
     stages: dict[str, StageSpec] = Field(default_factory=lambda: {"stage1": StageSpec()})
+    # iterations: every run trains train.max_iters steps (mixed runs see fewer real images than the baseline);
+    # real_samples: a run whose batches are part real trains until it consumed the baseline's real samples
+    budget: Literal["iterations", "real_samples"] = "iterations"
     slurm: SlurmSpec = SlurmSpec()
 
     @model_validator(mode="after")

@@ -313,5 +313,9 @@ def _test(session: Session, best: Path) -> dict[str, Any]:
     model = build_model(cfg.model.name, class_set.num_classes).to(session.device)
     model.network.load_state_dict(ckpt["state_dict"])
     outcome = evaluate_model(model, load_split(cfg.evaluation.test), class_set, cfg.evaluation, session.device)
+    # which weights the numbers are of: chosen on validation data, or simply the last; never on the test set
+    selection = "best_on_val" if session.val_records is not None else "final"
     return write_results(session.run.root, outcome, class_set, cfg.evaluation.n_boot, int(ckpt["iteration"]),
-                         {"split": "test", "checkpoint": str(best), "model": cfg.model.name, "strategy": cfg.strategy})
+                         {"split": "test", "checkpoint": str(best), "model": cfg.model.name, "strategy": cfg.strategy,
+                          "selection": selection, "selection_metric": cfg.train.best_metric if session.val_records
+                          is not None else None, "weights": ckpt.get("weights", "raw")})
