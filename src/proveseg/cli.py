@@ -275,6 +275,22 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0 if doc["runs"] and all(r["verdict"] == "verified" for r in doc["runs"]) else 1
 
 
+def cmd_quality(args: argparse.Namespace) -> int:
+    from proveseg.study.quality import generator_quality
+
+    doc = generator_quality(args.results_root, args.stage, args.study, args.limit, _device(args.device),
+                            audit=not args.no_audit)
+    if args.json:
+        print(json.dumps(doc, indent=2, sort_keys=True))
+        return 0
+    console = _console()
+    if not doc["generators"]:
+        console.print(doc["note"], highlight=False)
+        return 1
+    console.print(render.quality_table(doc, f"{args.results_root} ({args.stage}): generator quality vs gain"))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from proveseg.study.report import write_report
 
@@ -424,6 +440,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also check each run.yaml against this study (default: the studies stored under the root)")
     p.add_argument("--json", action="store_true", help="print the verdicts as JSON")
     p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("quality", help="does generator quality predict utility: stats and consistency vs gain")
+    p.add_argument("results_root")
+    p.add_argument("--stage", default="stage1")
+    p.add_argument("--limit", type=int, default=60, help="manifest rows per generator to measure, evenly spread")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    p.add_argument("--json", action="store_true", help="print the table and correlations as JSON")
+    proof_options(p)
+    p.set_defaults(func=cmd_quality)
 
     p = sub.add_parser("report", help="one self-contained HTML report of a results root")
     p.add_argument("results_root")

@@ -22,6 +22,7 @@ __all__ = [
     "GeneratedSourceConfig",
     "NoiseConfig",
     "RunConfig",
+    "StrongViewConfig",
     "StudyRunConfig",
     "TransformConfig",
     "dump_config",
@@ -187,6 +188,14 @@ class SelfTrainConfig(_Strict):
     cutmix: bool = True
 
 
+class StrongViewConfig(_Strict):
+    """Self-training's strong view applied to labeled images: the control that separates "pseudo-labels help"
+    from "strong augmentation helps" (use the self-training entry's strong_jitter and cutmix)."""
+
+    jitter: float = Field(0.4, ge=0, le=1)
+    cutmix: bool = True
+
+
 class TrainConfig(_Strict):
     max_iters: int = Field(1000, ge=1)
     eval_interval: int = Field(200, ge=1)
@@ -211,6 +220,7 @@ class TrainConfig(_Strict):
     early_stopping: EarlyStoppingConfig | None = None
     ema: EMAConfig | None = None
     selftrain: SelfTrainConfig | None = None  # needs data.unlabeled and data.unlabeled_share > 0
+    strong_view: StrongViewConfig | None = None  # labeled batches get the strong view too (a std_* control)
     amp: Literal["none", "bf16", "fp16"] = "none"  # CUDA only
     channels_last: bool = False  # CUDA only
     compile: bool = False
@@ -235,6 +245,9 @@ class RunConfig(_Strict):
     def _selftrain_needs_unlabeled(self) -> RunConfig:
         if self.train.selftrain is not None and (not self.data.unlabeled or self.data.unlabeled_share <= 0):
             raise ValueError("train.selftrain needs data.unlabeled sources and data.unlabeled_share > 0")
+        if self.train.selftrain is not None and self.train.strong_view is not None:
+            raise ValueError("train.strong_view is self-training's control (labeled images only): not with "
+                             "train.selftrain")
         if self.train.selftrain is None and self.data.unlabeled_share > 0:
             raise ValueError("data.unlabeled_share > 0 needs train.selftrain (unlabeled images have no loss otherwise)")
         return self

@@ -22,7 +22,7 @@ EXECUTION_ONLY = frozenset({"name", "output_dir", "study", "data.num_workers", "
                             "evaluation.batch_size"})
 # What a strategy varies inside a cell (everything else must be equal across the cell's runs).
 STRATEGY_FIELDS = ("strategy", "data.generated", "data.noise", "data.unlabeled", "data.unlabeled_share",
-                   "data.real_gen_ratio", "data.transforms", "train.selftrain")
+                   "data.real_gen_ratio", "data.transforms", "train.selftrain", "train.strong_view")
 
 
 def flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

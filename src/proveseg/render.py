@@ -20,9 +20,24 @@ if TYPE_CHECKING:
     from proveseg.data.manifest import ManifestReport
     from proveseg.train.diagnose import Finding
 
-__all__ = ["audit_table", "consistency_table", "manifest_examples", "manifest_table", "members_table", "metrics_tables",
-           "plan_table", "print_findings", "print_leaderboard", "print_manifest_report", "print_plan",
-           "print_verify_batches", "stats_table", "synth_table", "verify_batches_lines"]
+__all__ = [
+    "audit_table",
+    "consistency_table",
+    "manifest_examples",
+    "manifest_table",
+    "members_table",
+    "metrics_tables",
+    "plan_table",
+    "print_findings",
+    "print_leaderboard",
+    "print_manifest_report",
+    "print_plan",
+    "print_verify_batches",
+    "quality_table",
+    "stats_table",
+    "synth_table",
+    "verify_batches_lines",
+]
 
 
 def synth_table(info: dict[str, Any], title: str) -> Table:
@@ -187,6 +202,10 @@ def print_leaderboard(console: Console, doc: dict[str, Any], title: str) -> None
         console.print(f"[red]INVALID[/red] {item['run_dir']}: {item['reason']}", highlight=False)
     for warning in doc["warnings"]:
         console.print(f"[yellow]WARNING[/yellow] {warning}", highlight=False)
+    for c in doc.get("controls", []):
+        console.print(f"{c['strategy']} vs its control {c['control']} (same strong augmentation, no pseudo-labels): "
+                      f"{100 * c['gain']:+.2f} [{100 * c['ci95'][0]:+.2f}, {100 * c['ci95'][1]:+.2f}] points",
+                      highlight=False)
     if "noise_ablation" in doc:
         na = doc["noise_ablation"]
         console.print(f"noise ablation: [bold]{na['outcome']}[/bold]", highlight=False)
@@ -216,4 +235,28 @@ def audit_table(doc: dict[str, Any], title: str) -> Table:
         table.add_column(col, justify="right" if col in ("batches", "s") else "left", overflow="fold")
     for r in doc["runs"]:
         table.add_row(r["run_dir"], r["verdict"], str(r["batches"]), f"{r['seconds']:.2f}", "; ".join(r["reasons"]))
+    return table
+
+
+def quality_table(doc: dict[str, Any], title: str) -> Table:
+    """Generator quality beside its gain, then each measure's rank correlation with the gain."""
+    def num(v: Any, scale: float = 1.0, fmt: str = ".2f") -> str:
+        return "-" if v is None or v != v else f"{scale * v:{fmt}}"
+
+    table = Table(title=title, caption="gain and consistency in points / %; rho: Spearman rank correlation with the "
+                                       "gain across generators, [95% CI] resampling generators")
+    for col in ("generator", "gain [95% CI]", "layout score", "colour shift %", "semantic mIoU", "layout 8x8 mIoU"):
+        table.add_column(col, justify="left" if col == "generator" else "right", no_wrap=True)
+    for g in doc["generators"]:
+        lo, hi = g["gain_ci95"]
+        table.add_row(g["generator"], f"{100 * g['gain']:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]",
+                      num(g["layout_score"]), num(g["colour_shift"], fmt=".1f"), num(g["semantic_mIoU"], 100),
+                      num(g["layout_8x8_mIoU"], 100))
+    cells = []
+    for name in ("layout_score", "colour_shift", "semantic_mIoU", "layout_8x8_mIoU"):
+        c = doc["correlations"].get(name, {})
+        ci = c.get("ci95")
+        cells.append("-" if c.get("rho") is None else f"{c['rho']:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci
+                                                                          else ""))
+    table.add_row("rho vs gain", "", *cells, style="bold")
     return table

@@ -176,7 +176,9 @@ class StandardAugmentation(StrategyKind):
         return None
 
     def configure(self, arg: str, study: StudyConfig, dataset: str, base: RunData) -> RunData:
-        return RunData(base.data.model_copy(update={"transforms": study.augmentations[arg]}), base.train)
+        aug = study.augmentations[arg]
+        return RunData(base.data.model_copy(update={"transforms": aug.transforms()}),
+                       base.train.model_copy(update={"strong_view": aug.strong_view}))
 
 
 class SelfTraining(StrategyKind):

@@ -27,7 +27,13 @@ import numpy as np
 from proveseg.config import ConfigError, DataConfig, RunConfig, load_run_config
 from proveseg.configdiff import setting_differences
 from proveseg.data.records import SOURCE_DOMAIN
-from proveseg.evaluate.metrics import GainEstimate, PairedRuns, hierarchical_paired_gain, holm_adjust
+from proveseg.evaluate.metrics import (
+    GainEstimate,
+    PairedRuns,
+    hierarchical_miou,
+    hierarchical_paired_gain,
+    holm_adjust,
+)
 from proveseg.evaluate.runner import read_confusion
 from proveseg.strategies import BASELINE, Strategy, parse_strategy
 from proveseg.study.audit import audit_run
@@ -370,11 +376,40 @@ def rank_runs(results_root: str | Path, stage: str | None = None, n_boot: int = 
                            "studies": reference.studies, "audited": audit, "selection": selection, "budget": budget,
                            "comparisons": sum(r["p_value"] is not None for r in rows if "p_value" in r),
                            "interval": _interval_kind(rows)}
+    doc["controls"] = _controls(by_label, cells, n_boot, seed)
     if stage == "noise-ablation":
         doc["noise_ablation"] = _noise_outcome(rows, by_label, cells, n_boot, seed)
     if stage == "ratio-ablation":
-        doc["ratio_ablation"] = _ratio_table(valid)
+        doc["ratio_ablation"] = _ratio_table(valid, n_boot, seed)
     return doc, runs
+
+
+def _strong_view_of(runs: list[RunRecord]) -> tuple[float, bool] | None:
+    """The (jitter, cutmix) of the strong view a strategy's runs applied (self-training's teacher, or a control's)."""
+    cfg = runs[0].config
+    if cfg is None:
+        return None
+    if cfg.train.selftrain is not None:
+        return cfg.train.selftrain.strong_jitter, cfg.train.selftrain.cutmix
+    if cfg.train.strong_view is not None:
+        return cfg.train.strong_view.jitter, cfg.train.strong_view.cutmix
+    return None
+
+
+def _controls(by_label: dict[str, list[RunRecord]], cells: list[Cell], n_boot: int, seed: int) -> list[dict[str, Any]]:
+    """Each self-training strategy against its std_* control (same strong view on labeled data, no pseudo-labels):
+    the gain pseudo-labels add beyond the strong augmentation."""
+    out = []
+    for label, runs in sorted(by_label.items()):
+        if parse_strategy(label).type != "ST" or _strong_view_of(runs) is None:
+            continue
+        for other, control in sorted(by_label.items()):
+            if parse_strategy(other).type == "Std" and _strong_view_of(control) == _strong_view_of(runs):
+                est = _paired_gain(runs, {r.cell: r for r in control}, cells, n_boot, seed)
+                out.append({"strategy": label, "control": other, "gain": est.gain, "ci95": [est.low, est.high],
+                            "p_value": est.p_value, "interval": "seeds and test images" if est.seed_aware
+                            else "test images only"})
+    return out
 
 
 def _noise_outcome(rows: list[dict[str, Any]], by_label: dict[str, list[RunRecord]], cells: list, n_boot: int,
@@ -407,11 +442,14 @@ def _noise_outcome(rows: list[dict[str, Any]], by_label: dict[str, list[RunRecor
             "generator": gen["strategy"]}
 
 
-def _ratio_table(valid: list[RunRecord]) -> dict[str, list[dict[str, Any]]]:
+def _ratio_table(valid: list[RunRecord], n_boot: int, seed: int) -> dict[str, list[dict[str, Any]]]:
+    """mIoU per ratio with its seed-aware 95% interval (hierarchical bootstrap over seeds and test images)."""
     table: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for strategy in sorted({r.strategy for r in valid}):
         for ratio in sorted({r.ratio for r in valid if r.strategy == strategy}, reverse=True):
             rs = [r for r in valid if r.strategy == strategy and r.ratio == ratio]
+            _, lo, hi = hierarchical_miou([((r.dataset, r.model), read_confusion(r.run_dir / "confusion.npz").per_image)
+                                           for r in rs], n_boot=n_boot, seed=seed)
             table[strategy].append({"ratio": ratio, "mIoU": float(np.mean([r.metrics["mIoU"] for r in rs])),
-                                    "n_runs": len(rs)})
+                                    "ci95": [lo, hi], "n_runs": len(rs)})
     return dict(table)

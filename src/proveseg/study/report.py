@@ -17,7 +17,7 @@ import numpy as np
 
 from proveseg.atomic import atomic_write_text
 from proveseg.strategies import BASELINE
-from proveseg.study.formatting import leaderboard_cells, leaderboard_header, pct
+from proveseg.study.formatting import leaderboard_caption, leaderboard_cells, leaderboard_header, pct
 from proveseg.study.leaderboard import build_leaderboard, rank_runs
 
 __all__ = ["write_report"]
@@ -44,6 +44,19 @@ def _leaderboard_html(doc: dict[str, Any]) -> str:
     return _table(leaderboard_header(doc), [leaderboard_cells(doc, row) for row in doc["rows"]], "leaderboard")
 
 
+def _domain_gain_table(doc: dict[str, Any]) -> str:
+    rows = [r for r in doc["rows"] if r.get("per_domain_gain") and r["strategy"] != BASELINE]
+    if not rows:
+        return "<p>No gains to show.</p>"
+    domains = sorted({d for r in rows for d in r["per_domain_gain"]})
+
+    def cell(g: dict[str, Any] | None) -> str:
+        return "-" if g is None else f"{100 * g['gain']:+.2f} [{100 * g['ci95'][0]:+.2f}, {100 * g['ci95'][1]:+.2f}]"
+
+    return _table(["strategy", *domains], [[r["strategy"], *(cell(r["per_domain_gain"].get(d)) for d in domains)]
+                                           for r in rows], "domain-gains")
+
+
 def _gain_heatmap(doc: dict[str, Any]) -> str:
     base = next((r for r in doc["rows"] if r["strategy"] == BASELINE), None)
     others = [r for r in doc["rows"] if r["strategy"] != BASELINE]
@@ -57,6 +70,8 @@ def _gain_heatmap(doc: dict[str, Any]) -> str:
     im = ax.imshow(gains, cmap="RdBu", vmin=-limit, vmax=limit)
     ax.set_xticks(range(len(domains)), domains, rotation=30, ha="right")
     ax.set_yticks(range(len(others)), [r["strategy"] for r in others])
+    ax.set_xlabel("test domain")
+    ax.set_ylabel("strategy")
     for i in range(len(others)):
         for j in range(len(domains)):
             ax.text(j, i, f"{gains[i, j]:+.1f}", ha="center", va="center", fontsize=8)
@@ -95,8 +110,8 @@ def _curves(runs: list[Any]) -> str:
     if not drawn:
         plt.close(fig)
         return "<p>No training logs.</p>"
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("training loss")
+    ax.set_xlabel("iteration (optimizer steps)")
+    ax.set_ylabel("training loss (cross-entropy, nats)")
     ax.legend(fontsize=7)
     return _png(fig)
 
@@ -108,9 +123,13 @@ def _ratio_curve(results_root: Path, studies: list[Path] | None, audit: bool) ->
         return "<p>No ratio-ablation runs.</p>"
     fig, ax = plt.subplots(figsize=(6, 4))
     for strategy, points in table.items():
-        ax.plot([p["ratio"] for p in points], [100 * p["mIoU"] for p in points], marker="o", label=strategy)
-    ax.set_xlabel("real share of each batch (real_gen_ratio)")
-    ax.set_ylabel("test mIoU (%)")
+        ratios = [p["ratio"] for p in points]
+        line, = ax.plot(ratios, [100 * p["mIoU"] for p in points], marker="o", label=strategy)
+        if all("ci95" in p for p in points):
+            ax.fill_between(ratios, [100 * p["ci95"][0] for p in points], [100 * p["ci95"][1] for p in points],
+                            color=line.get_color(), alpha=0.2, lw=0)
+    ax.set_xlabel("real share of each batch (real_gen_ratio, fraction)")
+    ax.set_ylabel("test mIoU (%), band: 95% CI over seeds and test images")
     ax.legend(fontsize=7)
     return _png(fig)
 
@@ -140,7 +159,8 @@ def write_report(results_root: str | Path, out: str | Path, stage: str | None = 
              f"</title><style>{CSS}</style></head><body>",
              f"<h1>proveseg report</h1><p>{html.escape(str(root))}, stage {html.escape(stage or 'all')}: "
              f"{len(valid)} proven runs, {len(doc['invalid'])} invalid.</p>",
-             "<h2>Leaderboard</h2>", _leaderboard_html(doc)]
+             "<h2>Leaderboard</h2>", _leaderboard_html(doc), f"<p>{html.escape(leaderboard_caption(doc))}</p>",
+             "<h2>Gain over baseline per domain [95% CI]</h2>", _domain_gain_table(doc)]
     if doc.get("generated_spread") is not None:
         parts.append(f"<p>Spread between generated strategies: {100 * doc['generated_spread']:.2f} points.</p>")
     parts += [f'<p class="warn">WARNING: {html.escape(w)}</p>' for w in doc["warnings"]]

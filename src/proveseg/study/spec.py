@@ -12,6 +12,7 @@ from proveseg.config import (
     EvalConfig,
     GeneratedSourceConfig,
     SelfTrainConfig,
+    StrongViewConfig,
     TrainConfig,
     TransformConfig,
     load_yaml_model,
@@ -20,8 +21,8 @@ from proveseg.readers import SourceConfig
 from proveseg.strategies import parse_strategy
 from proveseg.study.runkey import ratio_text
 
-__all__ = ["STAGES", "DatasetSpec", "GeneratorSpec", "SelfTrainSpec", "SlurmSpec", "StudyConfig", "load_study",
-           "split_source"]
+__all__ = ["STAGES", "AugmentationSpec", "DatasetSpec", "GeneratorSpec", "SelfTrainSpec", "SlurmSpec", "StudyConfig",
+           "load_study", "split_source"]
 
 STAGES = ("stage1", "stage2", "ratio-ablation", "noise-ablation")
 
@@ -66,12 +67,22 @@ class GeneratorSpec(_Strict):
                                      on_invalid=self.on_invalid, root=self.root)
 
 
+class AugmentationSpec(TransformConfig):
+    """A ``std_<name>`` strategy: real data with these transforms, and optionally self-training's strong view."""
+
+    strong_view: StrongViewConfig | None = None  # makes std_<name> the control of a self-training strategy
+
+    def transforms(self) -> TransformConfig:
+        return TransformConfig.model_validate(self.model_dump(exclude={"strong_view"}))
+
+
 class SelfTrainSpec(_Strict):
     """A self-training strategy ``selftrain_<name>``: its unlabeled images, their share of every batch, the teacher."""
 
     unlabeled: SplitSpec | None = None  # default: the dataset's own train split, every domain, labels ignored
     unlabeled_share: float = Field(0.5, gt=0, lt=1)
     teacher: SelfTrainConfig = SelfTrainConfig()
+    control: str | None = None  # an augmentation whose strong_view equals the teacher's: std_<control> is the control
 
     def unlabeled_source(self, study: StudyConfig, dataset: str) -> SourceConfig:
         """The run's unlabeled source (named ``<dataset>-unlabeled`` unless the split names itself)."""
@@ -104,7 +115,7 @@ class StudyConfig(_Strict):
     generators: dict[str, GeneratorSpec] = Field(default_factory=dict)
     strategies: list[str]
     noise_reference: str | None = None  # the generator whose entries gen_random_noise replaces
-    augmentations: dict[str, TransformConfig] = Field(default_factory=dict)  # std_<name>: real data + these
+    augmentations: dict[str, AugmentationSpec] = Field(default_factory=dict)  # std_<name>: real data + these
     selftrain: dict[str, SelfTrainSpec] = Field(default_factory=dict)  # selftrain_<name> (plain selftrain: default)
     models: list[str] = Field(default_factory=lambda: ["unet_tiny"])
     ratios: list[float] = Field(default_factory=lambda: [0.5])
@@ -132,6 +143,10 @@ class StudyConfig(_Strict):
             why = parse_strategy(strategy).check(self)  # an unknown name raises, listing the valid forms
             if why:
                 raise ValueError(why)
+        for name, spec in self.selftrain.items():
+            why = _control_problem(name, spec, self)
+            if why:
+                raise ValueError(why)
         canonical = [parse_strategy(x).canonical for x in self.strategies]  # selftrain = selftrain_default
         _no_repeats({"strategies": canonical, "models": self.models, "ratios": self.ratios, "seeds": self.seeds,
                      **{f"stages.{k}.{f}": v for k, s in self.stages.items()
@@ -139,6 +154,23 @@ class StudyConfig(_Strict):
         if self.batch_size < 2 and any(r not in (0.0, 1.0) for r in self.ratios):
             raise ValueError(f"batch_size {self.batch_size} cannot hold both real and generated samples")
         return self
+
+
+def _control_problem(name: str, spec: SelfTrainSpec, study: StudyConfig) -> str | None:
+    """A self-training entry's control must exist, apply the teacher's strong view, and be run beside it."""
+    if spec.control is None:
+        return None
+    aug = study.augmentations.get(spec.control)
+    if aug is None:
+        return f"selftrain.{name}.control {spec.control!r}: no such augmentation; known: {sorted(study.augmentations)}"
+    wanted = StrongViewConfig(jitter=spec.teacher.strong_jitter, cutmix=spec.teacher.cutmix)
+    if aug.strong_view != wanted:
+        return (f"selftrain.{name}.control {spec.control!r}: its strong_view {aug.strong_view} is not the teacher's "
+                f"({wanted}): the control must apply the same strong augmentation")
+    planned = {parse_strategy(s).canonical for s in study.strategies}
+    if f"selftrain_{name}" in planned and f"std_{spec.control}" not in planned:
+        return f"selftrain_{name} is planned without its control std_{spec.control}: add it to strategies"
+    return None
 
 
 def _no_repeats(lists: Mapping[str, Sequence[object]]) -> None:

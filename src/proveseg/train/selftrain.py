@@ -21,9 +21,31 @@ from proveseg.config import SelfTrainConfig
 from proveseg.data.classes import IGNORE_INDEX
 from proveseg.models import SegmentationModel
 
-__all__ = ["DEFAULT_CLASS_THRESHOLD", "SelfTrainer"]
+__all__ = ["DEFAULT_CLASS_THRESHOLD", "SelfTrainer", "strong_view"]
 
 DEFAULT_CLASS_THRESHOLD = 0.9  # class-wise thresholds: classes missing from the dict
+
+
+def strong_view(images: torch.Tensor, target: torch.Tensor, jitter: float, cutmix: bool, generator: torch.Generator,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The strong view: photometric jitter per image (in normalised space), then CutMix of a box between images
+    (labels mixed alike). Self-training applies it to unlabeled images; its ``std_*`` control to labeled ones."""
+    n = images.shape[0]
+    g = generator
+    gain = (1 + (torch.rand(n, 1, 1, 1, generator=g) * 2 - 1) * jitter).to(images.device)
+    bias = ((torch.rand(n, 1, 1, 1, generator=g) * 2 - 1) * jitter).to(images.device)
+    tint = (1 + (torch.rand(n, 3, 1, 1, generator=g) * 2 - 1) * jitter / 2).to(images.device)
+    strong = images * gain * tint + bias
+    target = target.clone()
+    if cutmix and n >= 2:
+        h, w = images.shape[-2:]
+        lam = float(torch.rand(1, generator=g)) * 0.5 + 0.25
+        bh, bw = int(h * lam ** 0.5), int(w * lam ** 0.5)
+        top = int(torch.randint(0, h - bh + 1, (1,), generator=g))
+        left = int(torch.randint(0, w - bw + 1, (1,), generator=g))
+        strong[:, :, top:top + bh, left:left + bw] = strong.roll(1, 0)[:, :, top:top + bh, left:left + bw]
+        target[:, top:top + bh, left:left + bw] = target.roll(1, 0)[:, top:top + bh, left:left + bw]
+    return strong, target
 
 
 class SelfTrainer:
@@ -88,23 +110,7 @@ class SelfTrainer:
     def strong_view(self, images: torch.Tensor, target: torch.Tensor, generator: torch.Generator,
                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Photometric jitter per image (in normalised space), then CutMix of a box between images."""
-        n = images.shape[0]
-        j = self.cfg.strong_jitter
-        g = generator
-        gain = (1 + (torch.rand(n, 1, 1, 1, generator=g) * 2 - 1) * j).to(images.device)
-        bias = ((torch.rand(n, 1, 1, 1, generator=g) * 2 - 1) * j).to(images.device)
-        tint = (1 + (torch.rand(n, 3, 1, 1, generator=g) * 2 - 1) * j / 2).to(images.device)
-        strong = images * gain * tint + bias
-        target = target.clone()
-        if self.cfg.cutmix and n >= 2:
-            h, w = images.shape[-2:]
-            lam = float(torch.rand(1, generator=g)) * 0.5 + 0.25
-            bh, bw = int(h * lam ** 0.5), int(w * lam ** 0.5)
-            top = int(torch.randint(0, h - bh + 1, (1,), generator=g))
-            left = int(torch.randint(0, w - bw + 1, (1,), generator=g))
-            strong[:, :, top:top + bh, left:left + bw] = strong.roll(1, 0)[:, :, top:top + bh, left:left + bw]
-            target[:, top:top + bh, left:left + bw] = target.roll(1, 0)[:, top:top + bh, left:left + bw]
-        return strong, target
+        return strong_view(images, target, self.cfg.strong_jitter, self.cfg.cutmix, generator)
 
     def prepare(self, images: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
         """Strong views of unlabeled images, their pseudo-label targets (255 where not confident), stats."""

@@ -22,6 +22,7 @@ import torch.distributed as dist
 
 from proveseg.config import TrainConfig
 from proveseg.data.classes import IGNORE_INDEX
+from proveseg.train.selftrain import strong_view
 from proveseg.train.state import TrainState
 
 __all__ = ["Diverged", "StepLog", "StepOptions", "train_step"]
@@ -73,6 +74,10 @@ def _inputs(state: TrainState, batch: dict[str, Any], opts: StepOptions, micro_i
     if opts.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     masks = batch["mask"].to(opts.device, non_blocking=True)
+    sv = state.train_cfg.strong_view
+    if sv is not None:  # the strong-augmentation control: labeled images (and their masks) get the strong view
+        generator = torch.Generator().manual_seed(state.train_cfg.seed * 1_000_003 + micro_index + 500_009)
+        images, masks = strong_view(images, masks, sv.jitter, sv.cutmix, generator)
     unlabeled = torch.tensor([k == "unlabeled" for k in batch["kind"]], device=opts.device)
     st = state.selftrain
     if st is None or not bool(unlabeled.any()):
