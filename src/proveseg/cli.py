@@ -294,7 +294,14 @@ def cmd_quality(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from proveseg.study.report import write_report
 
-    out = write_report(args.results_root, args.out, args.stage, studies=args.study, audit=not args.no_audit)
+    quality = None
+    if args.quality:
+        from proveseg.study.quality import generator_quality
+
+        quality = generator_quality(args.results_root, args.stage or "stage1", args.study, args.quality,
+                                    _device("auto"), audit=not args.no_audit)
+    out = write_report(args.results_root, args.out, args.stage, studies=args.study, audit=not args.no_audit,
+                       quality=quality)
     _console().print(f"wrote {out}", highlight=False)
     return 0
 
@@ -454,6 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results_root")
     p.add_argument("--out", default="report.html")
     p.add_argument("--stage", default=None)
+    p.add_argument("--quality", type=int, default=None, metavar="N",
+                   help="also measure generator quality vs gain on N manifest rows per generator")
     proof_options(p)
     p.set_defaults(func=cmd_report)
 

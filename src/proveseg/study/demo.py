@@ -37,11 +37,11 @@ def demo_study(data: Path, results: Path, quick: bool) -> dict[str, Any]:
         "noise_reference": "faithful",
         "models": ["unet_micro"],
         "ratios": [0.5],
-        "seeds": [0],
+        "seeds": [0, 1] if quick else [0, 1, 2],  # seeds make the intervals cover training-seed spread
         "batch_size": 8,
         "transforms": {"crop": crop, "scale": None if quick else [0.75, 1.25], "hflip": True},
-        "train": {"max_iters": 12 if quick else 400, "eval_interval": 10_000, "checkpoint_interval": 100,
-                  "log_interval": 4 if quick else 20, "num_threads": 2,
+        "train": {"max_iters": 12 if quick else 300, "eval_interval": 10_000, "checkpoint_interval": 100,
+                  "log_interval": 4 if quick else 20, "num_threads": 1,  # two runs at a time on two cores
                   "optimizer": {"name": "adamw", "lr": 0.004, "weight_decay": 0.0001},
                   "schedule": {"warmup_iters": 2 if quick else 20, "policy": "poly", "power": 0.9}},
         "evaluation": {"batch_size": 8, "n_boot": 200 if quick else 1000},
@@ -63,10 +63,11 @@ def run_demo(quick: bool, data: Path, results: Path, workers: int, console: Cons
 
     Returns the exit code: 0, or 1 when a run failed.
     """
-    from proveseg.render import print_leaderboard, synth_table
+    from proveseg.render import print_leaderboard, quality_table, synth_table
     from proveseg.study.executors import run_local
     from proveseg.study.leaderboard import build_leaderboard
     from proveseg.study.matrix import expand
+    from proveseg.study.quality import generator_quality
     from proveseg.study.report import write_report
     from proveseg.study.spec import load_study
     from proveseg.synth.build import build_benchmark
@@ -78,12 +79,15 @@ def run_demo(quick: bool, data: Path, results: Path, workers: int, console: Cons
     study_path = write_demo_study(data, results, quick)
     runs = expand(load_study(study_path))
     console.print(f"2/4 stage-1 study {study_path}: {len(runs)} runs (skips runs already done)", highlight=False)
-    codes = run_local(runs, max_parallel=1)
+    codes = run_local(runs, max_parallel=2)
     failed = [k for k, v in codes.items() if v not in (0, -1)]
-    console.print("3/4 leaderboard (only runs whose composition.json proves their data mix are ranked)")
+    console.print("3/4 leaderboard (only runs that are the study's, prove their data mix and re-derive are ranked)")
     doc = build_leaderboard(results, "stage1", n_boot=200 if quick else 1000)
     print_leaderboard(console, doc, f"{results} (stage1)")
-    report = write_report(results, results / "report.html", "stage1")
+    quality = generator_quality(results, "stage1", limit=12 if quick else 60, n_boot=200 if quick else 1000)
+    if quality["generators"]:
+        console.print(quality_table(quality, "does generator quality predict its gain?"))
+    report = write_report(results, results / "report.html", "stage1", quality=quality)
     console.print(f"4/4 report: {report}", highlight=False)
     console.print(f"demo finished in {time.perf_counter() - start:.0f} s", highlight=False)
     if failed:

@@ -149,8 +149,38 @@ def _composition_rows(runs: list[Any]) -> list[list[str]]:
     return rows
 
 
+def _quality_section(quality: dict[str, Any] | None) -> str:
+    if not quality or not quality.get("generators"):
+        return "<p>Not measured (proveseg quality, or report --quality).</p>"
+    gens = quality["generators"]
+    names = list(quality["measures"])
+    rows = [[g["generator"], f"{100 * g['gain']:+.2f} [{100 * g['gain_ci95'][0]:+.2f}, {100 * g['gain_ci95'][1]:+.2f}]",
+             *(f"{g[n]:.3f}" if g[n] == g[n] else "-" for n in names)] for g in gens]
+    corr = quality["correlations"]
+    rows.append(["Spearman rho vs gain [95% CI]", "", *(
+        "-" if corr[n]["rho"] is None else f"{corr[n]['rho']:+.2f}" + (
+            f" [{corr[n]['ci95'][0]:+.2f}, {corr[n]['ci95'][1]:+.2f}]" if corr[n]["ci95"] else "") for n in names)])
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        x = [g[name] for g in gens]
+        y = [100 * g["gain"] for g in gens]
+        err = [[100 * (g["gain"] - g["gain_ci95"][0]) for g in gens], [100 * (g["gain_ci95"][1] - g["gain"])
+                                                                      for g in gens]]
+        ax.errorbar(x, y, yerr=err, fmt="o", capsize=3)
+        for xi, yi, g in zip(x, y, gens, strict=True):
+            ax.annotate(g["generator"], (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set_xlabel(name.replace("_", " ") + (" (%)" if "shift" in name else " (fraction)"))
+        ax.set_ylabel("mIoU gain over baseline (points)")
+    fig.tight_layout()
+    legend = "; ".join(f"{k}: {v}" for k, v in quality["measures"].items())
+    return (_table(["generator", "gain [95% CI]", *names], rows, "quality") + _png(fig)
+            + f"<p>{html.escape(legend)}. Consistency under {html.escape(str(quality['model']))}, "
+              f"{quality['rows_per_generator']} rows per generator.</p>")
+
+
 def write_report(results_root: str | Path, out: str | Path, stage: str | None = None,
-                 studies: list[Path] | None = None, audit: bool = True) -> Path:
+                 studies: list[Path] | None = None, audit: bool = True, quality: dict[str, Any] | None = None) -> Path:
     """Write the HTML report for ``results_root`` (one stage, or all) to ``out`` (checks as the leaderboard's)."""
     root = Path(results_root)
     doc, runs = rank_runs(root, stage, studies=studies, audit=audit)
@@ -167,6 +197,7 @@ def write_report(results_root: str | Path, out: str | Path, stage: str | None = 
     parts += ["<h2>Gain over baseline per domain</h2>", _gain_heatmap(doc),
               "<h2>Per-class IoU (%)</h2>", _class_table(valid),
               "<h2>Ratio ablation</h2>", _ratio_curve(root, studies, audit),
+              "<h2>Does generator quality predict its gain?</h2>", _quality_section(quality),
               "<h2>Training curves</h2>", _curves(valid),
               "<h2>INVALID runs</h2>"]
     parts.append(_table(["run", "reason"], [[i["run_dir"], i["reason"]] for i in doc["invalid"]], "invalid")
