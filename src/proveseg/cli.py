@@ -497,10 +497,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, KeyError, OSError, RuntimeError) as exc:  # OSError: unreadable files, a full disk
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         _console(stderr=True).print(f"[red]error:[/red] {message}", markup=True, highlight=False)
         return 2
+    except KeyboardInterrupt:
+        _console(stderr=True).print("[yellow]interrupted[/yellow]", markup=True, highlight=False)
+        return 130
 
 
 if __name__ == "__main__":

@@ -7,11 +7,12 @@ taken from the current working directory (the examples assume the repository roo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from proveseg.fields import Repeat
 from proveseg.readers import SourceConfig
 
 __all__ = [
@@ -47,7 +48,7 @@ class GeneratedSourceConfig(_Strict):
 
     name: str
     manifest: Path
-    repeat: float = Field(1.0, gt=0)
+    repeat: Repeat = 1.0
     datasets: list[str] | None = None
     target_domains: list[str] | None = None
     root: Path | None = None  # data root that relative paths may not leave (default: marker or manifest folder)
@@ -62,12 +63,21 @@ class NoiseConfig(_Strict):
     reference: str
 
 
+Size = tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]  # (H, W) in pixels
+
+
 class TransformConfig(_Strict):
-    resize: tuple[int, int] | None = None
+    resize: Size | None = None
     scale: tuple[float, float] | None = None
-    crop: tuple[int, int] | None = None
+    crop: Size | None = None
     hflip: bool = True
     jitter: float = Field(0.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> TransformConfig:
+        if self.scale is not None and not (0 < self.scale[0] <= self.scale[1] < 100):
+            raise ValueError(f"scale {list(self.scale)}: expected [min, max] with 0 < min <= max")
+        return self
 
 
 class ClassSetSpec(_Strict):
@@ -127,8 +137,8 @@ class EvalConfig(_Strict):
     val: list[SourceConfig] = Field(default_factory=list)
     test: list[SourceConfig] = Field(default_factory=list)
     mode: Literal["whole", "slide"] = "whole"
-    crop: tuple[int, int] | None = None  # slide window
-    stride: tuple[int, int] | None = None  # slide step
+    crop: Size | None = None  # slide window
+    stride: Size | None = None  # slide step
     flip: bool = False
     batch_size: int = Field(4, ge=1)
     n_boot: int = Field(1000, ge=10)  # bootstrap resamples for the 95% interval
@@ -208,6 +218,15 @@ class TrainConfig(_Strict):
     loss: LossConfig = LossConfig()
     best_metric: str = "mIoU"  # a name of evaluate.metrics.SCALAR_METRICS, or domain_mean_mIoU
 
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.schedule.min_lr > self.optimizer.lr:
+            raise ValueError(f"schedule.min_lr {self.schedule.min_lr:g} is above optimizer.lr {self.optimizer.lr:g}")
+        if self.schedule.warmup_iters >= self.max_iters:
+            raise ValueError(f"schedule.warmup_iters {self.schedule.warmup_iters} leaves no step after the warm-up "
+                             f"(max_iters {self.max_iters})")
+        return self
+
     @field_validator("best_metric")
     @classmethod
     def _known_metric(cls, value: str) -> str:
@@ -242,6 +261,19 @@ class RunConfig(_Strict):
     """One training run: data, model, schedule, evaluation, and where it writes."""
 
     @model_validator(mode="after")
+    def _every_share_is_drawn(self) -> RunConfig:
+        d, batches = self.data, self.train.max_iters * self.train.grad_accum
+        labeled = 1.0 - d.unlabeled_share
+        other = "noise" if d.noise else "generated"
+        shares = {"real": labeled * d.real_gen_ratio, other: labeled * (1 - d.real_gen_ratio),
+                  "unlabeled": d.unlabeled_share}
+        for group, share in shares.items():
+            if share > 0 and share * d.batch_size * batches < 1:
+                raise ValueError(f"the {group} group's share {share:g} of batches of {d.batch_size} rounds to no "
+                                 f"sample in the run's {batches} batches: raise it or set it to 0")
+        return self
+
+    @model_validator(mode="after")
     def _selftrain_needs_unlabeled(self) -> RunConfig:
         if self.train.selftrain is not None and (not self.data.unlabeled or self.data.unlabeled_share <= 0):
             raise ValueError("train.selftrain needs data.unlabeled sources and data.unlabeled_share > 0")
@@ -262,13 +294,30 @@ class RunConfig(_Strict):
     evaluation: EvalConfig = EvalConfig()
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping (lines {seen[key]} and {line})",
+                    key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_yaml_model(text: str, source: str, model: type[M]) -> M:
     """Validate YAML text against a pydantic model; ConfigError names ``source`` and every bad field.
 
-    ``yaml.safe_load`` only: tags such as ``!!python/object`` are rejected, never constructed.
+    Safe loading only: tags such as ``!!python/object`` are rejected, never constructed; a key given
+    twice in one mapping is an error (plain YAML keeps the last one silently).
     """
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no arbitrary objects
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):

@@ -15,11 +15,15 @@ from typing import Any
 from proveseg.config import RunConfig
 from proveseg.data.classes import resolve_class_set
 
-__all__ = ["EXECUTION_ONLY", "STRATEGY_FIELDS", "config_differences", "flatten", "setting_differences"]
+__all__ = ["AFTER_TRAINING", "EXECUTION_ONLY", "STRATEGY_FIELDS", "config_differences", "flatten",
+           "setting_differences"]
 
 # How a run executes, not what it computes: may differ between a run and its study (and within a cell).
 EXECUTION_ONLY = frozenset({"name", "output_dir", "study", "data.num_workers", "train.device", "train.num_threads",
                             "evaluation.batch_size"})
+# Read only after the last step (the test set and how it is scored): a resume may correct them.
+AFTER_TRAINING = ("evaluation.test", "evaluation.n_boot", "evaluation.mode", "evaluation.crop", "evaluation.stride",
+                  "evaluation.flip")
 # What a strategy varies inside a cell (everything else must be equal across the cell's runs).
 STRATEGY_FIELDS = ("strategy", "data.generated", "data.noise", "data.unlabeled", "data.unlabeled_share",
                    "data.real_gen_ratio", "data.transforms", "train.selftrain", "train.strong_view")
@@ -61,9 +65,10 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def config_differences(actual: RunConfig, expected: RunConfig) -> list[str]:
-    """Every field (dotted path) in which ``actual`` differs from ``expected``, execution-only fields aside."""
-    return _differences(_normalised(actual), _normalised(expected), ())
+def config_differences(actual: RunConfig, expected: RunConfig, skip: Iterable[str] = ()) -> list[str]:
+    """Every field (dotted path) in which ``actual`` differs from ``expected``, execution-only fields and ``skip``
+    (dotted prefixes) aside."""
+    return _differences(_normalised(actual), _normalised(expected), skip)
 
 
 def setting_differences(run: RunConfig, reference: RunConfig) -> list[str]:

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from proveseg import __version__
-from proveseg.atomic import atomic_write_json, atomic_write_text
+from proveseg.atomic import atomic_write_json, atomic_write_text, finite_json
 
-__all__ = ["LOCKED_EXIT", "LOCK_FD_ENV", "STATUSES", "RunDir", "RunLock", "RunLocked", "code_version"]
+__all__ = ["LOCKED_EXIT", "LOCK_FD_ENV", "STATUSES", "RunDir", "RunLock", "RunLocked", "code_version",
+           "read_log_lines"]
 
 STATUSES = ("running", "done", "failed")
 LOCK_FD_ENV = "PROVESEG_RUN_LOCK_FD"  # an executor hands its held lock to the trainer it starts
@@ -133,9 +134,31 @@ class RunDir:
         return state.strip(), reason.strip()
 
     def set_status(self, state: str, reason: str = "") -> None:
+        """Write ``status`` atomically; on a full disk, overwrite the existing file in place as a last resort."""
         if state not in STATUSES:
             raise ValueError(f"status {state!r} not in {STATUSES}")
-        atomic_write_text(self.root / "status", f"{state}\n{reason}\n" if reason else f"{state}\n")
+        text = f"{state}\n{reason}\n" if reason else f"{state}\n"
+        try:
+            atomic_write_text(self.root / "status", text)
+        except OSError:
+            # a full disk refuses the temp file; the old status file's block may still take a short text
+            fd = os.open(self.root / "status", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.write(fd, text.encode()[:4000])
+            finally:
+                os.close(fd)
+
+    def remove_stale_temp_files(self) -> int:
+        """Delete temp files a killed writer left (``.<name>.*.tmp``); the caller holds the run's lock."""
+        stale = [p for folder in (self.root, self.checkpoints) if folder.is_dir()
+                 for p in folder.glob(".*.tmp") if p.is_file()]
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return len(stale)
+
+    def read_log(self) -> list[dict[str, Any]]:
+        """The log's records; a torn last line (a write cut by a full disk or a kill) is skipped, not fatal."""
+        return read_log_lines(self.log_path)
 
     def write_json(self, name: str, obj: Any) -> None:
         atomic_write_json(self.root / name, obj)
@@ -144,17 +167,37 @@ class RunDir:
         atomic_write_text(self.root / name, text)
 
     def log(self, record: dict[str, Any]) -> None:
-        """Append one JSON line and fsync it (a line is either whole or absent after a crash)."""
-        line = json.dumps(record, sort_keys=True) + "\n"
+        """Append one strict-JSON line (NaN written as null) and fsync it; a reader skips a torn last line."""
+        line = json.dumps(finite_json(record), sort_keys=True, allow_nan=False) + "\n"
         with self.log_path.open("a", encoding="utf-8") as fh:
             fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
 
     def truncate_log(self, iteration: int) -> None:
-        """On resume, drop log lines after the checkpoint's iteration (they will be written again)."""
+        """On resume, drop log lines after the checkpoint's iteration (they will be written again), and a torn one."""
         if not self.log_path.exists():
             return
-        keep = [ln for ln in self.log_path.read_text(encoding="utf-8").splitlines()
-                if ln.strip() and json.loads(ln).get("iteration", 0) <= iteration]
-        atomic_write_text(self.log_path, "".join(ln + "\n" for ln in keep))
+        keep = [r for r in read_log_lines(self.log_path) if r.get("iteration", 0) <= iteration]
+        atomic_write_text(self.log_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
+
+
+def read_log_lines(path: Path) -> list[dict[str, Any]]:
+    """The JSON records of a ``log.jsonl``. The last line may be torn (cut mid-write) and is then skipped; a bad
+    line before it is an error naming the file and line."""
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    out = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if all(not rest.strip() for rest in lines[n:]):  # the last line: a write that never finished
+                break
+            raise ValueError(f"{path}: line {n} is not JSON ({exc.msg})") from None
+        if isinstance(record, dict):
+            out.append(record)
+    return out

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from proveseg.data.records import RecordTable
+from proveseg.fields import Repeat
 
 __all__ = ["IMAGE_EXTENSIONS", "ReadResult", "ReaderError", "SourceBase", "pair_labels", "walk_images"]
 
@@ -53,7 +54,7 @@ class SourceBase(BaseModel):
     name: str
     reader: str
     root: Path
-    repeat: float = Field(1.0, gt=0)
+    repeat: Repeat = 1.0
     domains: list[str] | None = None  # keep only these domains (stage1: [clear_day])
     on_invalid: Literal["error", "skip"] = "error"
     take: tuple[float, float] | None = None  # keep this slice [start, end) of a seeded shuffle of the entries

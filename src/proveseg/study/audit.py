@@ -133,8 +133,9 @@ def _mismatches(recorded: Mapping[str, Any], derived: Mapping[str, Any], prefix:
 
 def _same(a: Any, b: Any, tol: float = 1e-9) -> bool:
     if isinstance(a, float) or isinstance(b, float):
-        if a is None or b is None:
-            return a is b
+        if a is None or b is None:  # NaN is written as null (strict JSON)
+            other = b if a is None else a
+            return other is None or (isinstance(other, float) and np.isnan(other))
         return bool(np.isclose(float(a), float(b), rtol=tol, atol=tol, equal_nan=True))
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k], tol) for k in a)

@@ -78,6 +78,23 @@ def _status_problem(run_dir: Path) -> str | None:
     for name in ("metrics.json", "composition.json", "confusion.npz"):
         if not (run_dir / name).exists():
             return f"no {name}"
+    return _unreadable(run_dir)
+
+
+def _unreadable(run_dir: Path) -> str | None:
+    """A record file that does not parse into what it must hold: one INVALID row, never an aborted leaderboard."""
+    needs = {"metrics.json": ("mIoU", "per_domain"), "composition.json": ("consumed", "requested")}
+    for name, keys in needs.items():
+        try:
+            doc = json.loads((run_dir / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            return f"{name} is unreadable ({type(exc).__name__}: {exc})"
+        if not isinstance(doc, dict) or any(k not in doc for k in keys):
+            return f"{name} is not a proveseg record (needs an object with {', '.join(keys)})"
+    try:
+        read_confusion(run_dir / "confusion.npz")
+    except Exception as exc:  # numpy raises many types for a truncated or foreign file
+        return f"confusion.npz is unreadable ({type(exc).__name__}: {exc})"
     return None
 
 
@@ -123,8 +140,8 @@ def _check(run_dir: Path, key: RunKey, cfg: RunConfig | None, checks: Checks) ->
     try:
         why = (_status_problem(run_dir) or _identity_problem(run_dir, key, cfg, checks)
                or _proof_problem(run_dir, key, cfg))
-    except (ValueError, KeyError, TypeError) as exc:
-        return f"cannot be checked: {exc}"
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+        return f"cannot be checked: {type(exc).__name__}: {exc}"
     if why or not checks.audit:
         return why
     result = audit_run(run_dir)

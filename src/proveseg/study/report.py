@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from proveseg.atomic import atomic_write_text
+from proveseg.rundir import read_log_lines
 from proveseg.strategies import BASELINE
 from proveseg.study.formatting import leaderboard_caption, leaderboard_cells, leaderboard_header, pct
 from proveseg.study.leaderboard import build_leaderboard, rank_runs
@@ -103,7 +104,10 @@ def _curves(runs: list[Any]) -> str:
         log = r.run_dir / "log.jsonl"
         if not log.exists():
             continue
-        points = [json.loads(x) for x in log.read_text(encoding="utf-8").splitlines() if '"loss"' in x]
+        try:
+            points = [x for x in read_log_lines(log) if "loss" in x]
+        except ValueError:  # a log broken before its last line: its run is shown without a curve
+            continue
         if points:
             ax.plot([p["iteration"] for p in points], [p["loss"] for p in points], label=r.strategy, lw=1)
             drawn = True
@@ -138,11 +142,12 @@ def _composition_rows(runs: list[Any]) -> list[list[str]]:
     rows = []
     for r in runs:
         path = r.run_dir / "composition.json"
-        if not path.exists():
-            rows.append([str(r.run_dir), "-", "-", "-", "-", "no composition.json"])
+        try:
+            comp = json.loads(path.read_text(encoding="utf-8"))
+            kinds = comp["consumed"]["per_kind"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            rows.append([str(r.run_dir), "-", "-", "-", "-", f"unreadable composition.json ({type(exc).__name__})"])
             continue
-        comp = json.loads(path.read_text(encoding="utf-8"))
-        kinds = comp["consumed"]["per_kind"]
         rows.append([str(r.run_dir), str(comp["requested"]["real_gen_ratio"]),
                      " / ".join(f"{k} {v}" for k, v in kinds.items() if v), str(comp["consumed"]["batches"]),
                      comp["consumed"].get("sequence_sha256", "")[:12], "yes" if comp["matches_request"] else "NO"])

@@ -17,6 +17,7 @@ from proveseg.config import (
     TransformConfig,
     load_yaml_model,
 )
+from proveseg.fields import Repeat
 from proveseg.readers import SourceConfig
 from proveseg.strategies import parse_strategy
 from proveseg.study.runkey import ratio_text
@@ -52,12 +53,12 @@ class DatasetSpec(_Strict):
     train: SplitSpec
     val: SplitSpec | None = None
     test: SplitSpec
-    repeat: float = Field(1.0, gt=0)
+    repeat: Repeat = 1.0
 
 
 class GeneratorSpec(_Strict):
     manifest: Path
-    repeat: float = Field(1.0, gt=0)
+    repeat: Repeat = 1.0
     on_invalid: Literal["error", "skip"] = "error"
     root: Path | None = None
 
@@ -147,6 +148,13 @@ class StudyConfig(_Strict):
             why = _control_problem(name, spec, self)
             if why:
                 raise ValueError(why)
+        from proveseg.models.registry import MODELS  # a typo here would otherwise fail each run after planning
+
+        unknown_models = [m for m in self.models if m not in MODELS]
+        if unknown_models:
+            raise ValueError(f"models {unknown_models} are not in the registry; valid: {', '.join(MODELS)}")
+        if self.results_root.exists() and not self.results_root.is_dir():
+            raise ValueError(f"results_root {self.results_root} is a file, not a folder")
         canonical = [parse_strategy(x).canonical for x in self.strategies]  # selftrain = selftrain_default
         _no_repeats({"strategies": canonical, "models": self.models, "ratios": self.ratios, "seeds": self.seeds,
                      **{f"stages.{k}.{f}": v for k, s in self.stages.items()

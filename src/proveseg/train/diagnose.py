@@ -34,14 +34,9 @@ def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
     path = path / "log.jsonl" if path.is_dir() else path
     if not path.exists():
         raise FileNotFoundError(f"{path}: no log.jsonl")
-    out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}: line {n} is not JSON ({exc.msg})") from None
-    return out
+    from proveseg.rundir import read_log_lines
+
+    return read_log_lines(path)  # a torn last line (a cut write) is skipped
 
 
 def run_class_names(run_dir: str | Path) -> list[str]:

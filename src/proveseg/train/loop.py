@@ -27,7 +27,7 @@ from proveseg.checkpoint import load_checkpoint
 from proveseg.config import ClassSetSpec, ConfigError, RunConfig, dump_config
 from proveseg.data.audit import CompositionMismatch
 from proveseg.data.classes import resolve_class_set
-from proveseg.data.pipeline import TrainingData, build_training_data
+from proveseg.data.pipeline import TrainingData, build_training_data, preflight_labels
 from proveseg.data.records import RecordTable
 from proveseg.evaluate.metrics import domain_summary
 from proveseg.evaluate.runner import evaluate_model, load_split, write_results
@@ -65,6 +65,7 @@ class Session:
     rank: int = 0
     world: int = 1
     val_records: RecordTable | None = None
+    test_records: RecordTable | None = None
 
     @property
     def writer(self) -> bool:
@@ -94,6 +95,8 @@ def train(cfg: RunConfig, resume: bool = False, stop_after: int | None = None, p
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     run = RunDir(cfg.output_dir)
+    if run.root.exists() and not run.root.is_dir():
+        raise ConfigError(f"output_dir {run.root} is a file, not a folder")
     lock = RunLock(run.root)
     try:
         if rank == 0:  # one writer per run directory: raises RunLocked, touching nothing, if another holds it
@@ -112,36 +115,92 @@ def train(cfg: RunConfig, resume: bool = False, stop_after: int | None = None, p
             dist.destroy_process_group()
 
 
+def _check_config(cfg: RunConfig) -> Strategy:
+    """The run's strategy and model exist, and the config can produce the strategy's mix."""
+    from proveseg.models.registry import MODELS
+
+    try:
+        strategy = parse_strategy(cfg.strategy)
+    except ValueError as exc:
+        raise ConfigError(f"{cfg.name}: {exc}") from None
+    if cfg.model.name not in MODELS:
+        raise ConfigError(f"{cfg.name}: model.name {cfg.model.name!r} is not in the registry; "
+                          f"valid: {', '.join(MODELS)}")
+    problem = strategy.plan_problem(cfg.data)
+    if problem:
+        raise ConfigError(f"{cfg.name}: {problem}")
+    return strategy
+
+
+def _evaluation_sets(cfg: RunConfig, data: TrainingData) -> tuple[RecordTable | None, RecordTable | None]:
+    """Validation and test records, read and label-checked now: a typo in a test path fails before training."""
+    out = []
+    for sources in (cfg.evaluation.val, cfg.evaluation.test):
+        records = load_split(sources) if sources else None
+        if records is not None:
+            preflight_labels(records, data.class_set)
+        out.append(records)
+    return out[0], out[1]
+
+
+def _preflight_step(state: TrainState, data: TrainingData) -> None:
+    """One forward pass of the model at the per-rank batch size, in train mode, before any training.
+
+    A model that cannot train on this batch (BatchNorm after global pooling with a batch of 1) fails
+    here, naming the model and the batch, instead of at iteration 1. Weights, buffers and RNG are restored.
+    """
+    t = data.config.transforms
+    h, w = t.crop or t.resize or (128, 128)
+    h, w = -(-h // 32) * 32, -(-w // 32) * 32
+    net, batch = state.model.network, data.spec.batch_size
+    saved = {k: v.clone() for k, v in net.state_dict().items()}
+    rng = torch.get_rng_state()
+    try:
+        net.train()
+        with torch.no_grad():
+            state.model.forward(net, torch.zeros(batch, 3, h, w, device=next(net.parameters()).device))
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"model {state.model.name!r} cannot train on a per-rank batch of {batch} "
+                          f"({h}x{w}): {str(exc).splitlines()[0]}") from None
+    finally:
+        net.load_state_dict(saved)
+        torch.set_rng_state(rng)
+
+
+def _open_run_dir(session: Session, state: TrainState) -> None:
+    """Rank 0: stale temp files gone, the log of a discarded attempt gone, run.yaml and status written."""
+    run = session.run
+    run.create()
+    run.remove_stale_temp_files()
+    if state.iteration == 0:
+        run.log_path.unlink(missing_ok=True)  # a start without a checkpoint starts over, its log too
+    run.write_text("run.yaml", dump_config(session.cfg) + "# code version\n" + "".join(
+        f"# {k}: {v}\n" for k, v in code_version().items()))
+    run.set_status("running", f"resumed at iteration {state.iteration}" if state.iteration else "")
+
+
 def _prepare(cfg: RunConfig, run: RunDir, resume: bool, device: torch.device, rank: int,
              world: int) -> tuple[Session, TrainState]:
     """Everything checked and built before the first step: strategy, data, state, resume, run directory."""
     cfg = resolve_class_set_in(cfg)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
-    try:
-        strategy = parse_strategy(cfg.strategy)
-    except ValueError as exc:
-        raise ConfigError(f"{cfg.name}: {exc}") from None
-    problem = strategy.plan_problem(cfg.data)
-    if problem:
-        raise ConfigError(f"{cfg.name}: {problem}")
+    strategy = _check_config(cfg)
     data = build_training_data(cfg.data, world)  # refuses empty groups etc. before any training
-    val_records = load_split(cfg.evaluation.val) if cfg.evaluation.val else None
-    session = Session(cfg, run, data, strategy, device, rank, world, val_records)
+    val_records, test_records = _evaluation_sets(cfg, data)
+    session = Session(cfg, run, data, strategy, device, rank, world, val_records, test_records)
     if not resume and (run.last.exists() or run.status()[0] in ("done", "running")):
         raise ResumeRefused(f"{run.root} already holds a run ({run.status()[0]}); resume it with --resume "
                             "or choose another output_dir")
     state = TrainState(cfg, data.class_set, len(data.records), device,
                        fingerprint(cfg, data.class_set, data.hashes, data.spec.world_size))
+    _preflight_step(state, data)
     if resume and run.last.exists():
         state.resume(run.last, device)
         if session.writer:
             run.truncate_log(state.iteration)
     if session.writer:
-        run.create()
-        run.write_text("run.yaml", dump_config(cfg) + "# code version\n" + "".join(
-            f"# {k}: {v}\n" for k, v in code_version().items()))
-        run.set_status("running", f"resumed at iteration {state.iteration}" if state.iteration else "")
+        _open_run_dir(session, state)
     if world > 1:
         state.net = nn.parallel.DistributedDataParallel(state.model.network,
                                                         device_ids=[device.index] if device.type == "cuda" else None)
@@ -151,7 +210,7 @@ def _prepare(cfg: RunConfig, run: RunDir, resume: bool, device: torch.device, ra
 
 
 class _StopSignals:
-    """SIGTERM/SIGUSR2 ask for a stop at the next step boundary, never mid-step."""
+    """SIGTERM/SIGUSR2/SIGINT ask for a stop at the next step boundary, never mid-step."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -161,7 +220,7 @@ class _StopSignals:
         self.requested = True
 
     def __enter__(self) -> _StopSignals:
-        for s in (signal.SIGTERM, signal.SIGUSR2):
+        for s in (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT):  # Ctrl-C too: last.pt, not a traceback
             self.previous[s] = signal.getsignal(s)
             signal.signal(s, self._handle)
         return self
@@ -312,7 +371,8 @@ def _test(session: Session, best: Path) -> dict[str, Any]:
     ckpt = load_checkpoint(best, session.device)
     model = build_model(cfg.model.name, class_set.num_classes).to(session.device)
     model.network.load_state_dict(ckpt["state_dict"])
-    outcome = evaluate_model(model, load_split(cfg.evaluation.test), class_set, cfg.evaluation, session.device)
+    assert session.test_records is not None  # read (and checked) before training
+    outcome = evaluate_model(model, session.test_records, class_set, cfg.evaluation, session.device)
     # which weights the numbers are of: chosen on validation data, or simply the last; never on the test set
     selection = "best_on_val" if session.val_records is not None else "final"
     return write_results(session.run.root, outcome, class_set, cfg.evaluation.n_boot, int(ckpt["iteration"]),

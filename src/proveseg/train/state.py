@@ -174,13 +174,13 @@ class TrainState:
 
     def _config_changes(self, ckpt: dict[str, Any]) -> list[str] | None:
         """Fields in which the checkpoint's stored config differs from this run's (read with today's schema)."""
-        from proveseg.configdiff import config_differences
+        from proveseg.configdiff import AFTER_TRAINING, config_differences
 
         try:
             saved = parse_run_config(str(ckpt["config"]), "checkpoint config")
         except (KeyError, ConfigError):
             return None
-        return config_differences(self.cfg, saved)
+        return config_differences(self.cfg, saved, skip=AFTER_TRAINING)  # a fixed test path may resume
 
     def resume(self, path: Path, device: torch.device) -> None:
         """Load ``path``; ResumeRefused names what changed since it was written."""

@@ -1,0 +1,169 @@
+"""Bad configs fail at load, every source is checked before iteration 1, broken records never abort a whole
+results root, and no fault leaves a run that cannot be resumed (tests/data/test_bad_inputs.py: bad data files)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from proveseg.cli import main
+from proveseg.config import ConfigError, RunConfig, parse_run_config
+from proveseg.rundir import RunDir, read_log_lines
+from proveseg.study.leaderboard import build_leaderboard
+from proveseg.study.report import write_report
+from proveseg.study.spec import load_study
+from proveseg.train.loop import Preempted, train
+from tests.study.test_leaderboard import fake_run
+from tests.train.conftest import make_config
+
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"), "OMP_NUM_THREADS": "1"}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("name: a\nname: b\ndata: {}\n", "key 'name' appears twice in one mapping (lines 1 and 2)"),
+    ("data: {real: [{name: x, root: r, repeat: .inf}]}\n", "repeat: Input should be a finite number"),
+    ("data: {real: [{name: x, root: r, repeat: 1e300}]}\n", "repeat: Input should be less than or equal to 1000000"),
+    ("data: {transforms: {crop: [0, 0]}}\n", "crop.0: Input should be greater than or equal to 1"),
+    ("data: {transforms: {scale: [-1, -1]}}\n", "scale [-1.0, -1.0]: expected [min, max] with 0 < min <= max"),
+    ("data: {}\ntrain: {schedule: {min_lr: 1}}\n", "schedule.min_lr 1 is above optimizer.lr 0.001"),
+    ("data: {real_gen_ratio: 0.9999999}\ntrain: {max_iters: 10}\n",
+     "the generated group's share 1e-07 of batches of 8 rounds to no sample in the run's 10 batches"),
+    ("data: {}\ntrain: {best_metric: dice}\n", "'dice' is not a metric"),
+    ("data: {}\nevaluation: {mode: slide, crop: [0, 4], stride: [2, 2]}\n", "crop.0: Input should be greater"),
+])
+def test_a_bad_config_fails_at_load_naming_the_field(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")
+                       .replace("(", r"\(").replace(")", r"\)")):
+        parse_run_config(text)
+
+
+def test_a_study_with_an_unknown_model_or_a_file_as_results_root_fails_at_load(tmp_path: Path) -> None:
+    doc = {"name": "s", "results_root": str(tmp_path / "r"), "strategies": ["baseline"], "models": ["unet_tinny"],
+           "datasets": {"d": {"train": {"root": "t"}, "test": {"root": "t"}}}}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match=r"models \['unet_tinny'\] are not in the registry; valid: pspnet_r50"):
+        load_study(path)
+    (tmp_path / "r").write_text("a file")
+    path.write_text(yaml.safe_dump({**doc, "models": ["unet_micro"]}))
+    with pytest.raises(ConfigError, match=r"results_root .* is a file, not a folder"):
+        load_study(path)
+
+
+def _cfg(tiny_benchmark: Path, out: Path, **train: object) -> RunConfig:
+    return make_config(tiny_benchmark, out, **{"max_iters": 4, "eval_interval": 100, "checkpoint_interval": 1, **train})
+
+
+def test_a_typo_in_the_test_path_fails_before_training_and_the_fix_resumes(tiny_benchmark: Path,
+                                                                        tmp_path: Path) -> None:
+    cfg = _cfg(tiny_benchmark, tmp_path / "run")
+    typo = cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(update={
+        "test": [cfg.evaluation.test[0].model_copy(update={"root": tiny_benchmark / "tset"})]})})
+    with pytest.raises(Exception, match="tset"):
+        train(typo)
+    assert not (cfg.output_dir / "log.jsonl").exists()  # not one step was spent
+    # a run interrupted with the typo fixed later: the test set is read only after training, so it may resume
+    with pytest.raises(Preempted):
+        train(cfg, stop_after=2)
+    moved = cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(update={"n_boot": 60})})
+    assert train(moved, resume=True).iterations == 4
+
+
+def test_a_model_that_cannot_train_on_the_batch_fails_before_training(tiny_benchmark: Path, tmp_path: Path) -> None:
+    cfg = _cfg(tiny_benchmark, tmp_path / "run")
+    one = cfg.model_copy(update={"model": cfg.model.model_copy(update={"name": "deeplabv3plus_r50"}),
+                                 "data": cfg.data.model_copy(update={"batch_size": 1, "real_gen_ratio": 1.0,
+                                                                     "generated": []}),
+                                 "strategy": "baseline"})
+    with pytest.raises(ConfigError, match="model 'deeplabv3plus_r50' cannot train on a per-rank batch of 1"):
+        train(one)
+    assert not (cfg.output_dir / "log.jsonl").exists()
+
+
+def test_output_dir_that_is_a_file_is_a_clear_error(tiny_benchmark: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "run").write_text("not a folder")
+    cfg = _cfg(tiny_benchmark, tmp_path / "run")
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(json.loads(cfg.model_dump_json())))
+    assert main(["train", str(path)]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_broken_records_are_one_invalid_row_each_and_the_rest_ranks(tmp_path: Path) -> None:
+    for seed in (0, 1):
+        fake_run(tmp_path, "stage1", "baseline", seed, 0.30)
+        fake_run(tmp_path, "stage1", "gen_good", seed, 0.10)
+    bad = {name: fake_run(tmp_path, "stage1", name, 0, 0.2) for name in ("gen_trunc", "gen_zero", "gen_list")}
+    text = (bad["gen_trunc"] / "metrics.json").read_text()
+    (bad["gen_trunc"] / "metrics.json").write_text(text[: len(text) // 2])
+    (bad["gen_zero"] / "confusion.npz").write_bytes(b"")
+    (bad["gen_list"] / "composition.json").write_text("[1, 2]")
+    doc = build_leaderboard(tmp_path, "stage1", n_boot=50, audit=False)
+    reasons = {Path(i["run_dir"]).parts[-3]: i["reason"] for i in doc["invalid"]}
+    assert reasons["gen_trunc"].startswith("metrics.json is unreadable (JSONDecodeError")
+    assert reasons["gen_zero"].startswith("confusion.npz is unreadable")
+    assert reasons["gen_list"] == "composition.json is not a proveseg record (needs an object with consumed, requested)"
+    assert {r["strategy"] for r in doc["rows"]} == {"baseline", "gen_good"}
+    assert (write_report(tmp_path, tmp_path / "r.html", "stage1", audit=False)).exists()
+
+
+def test_a_torn_last_log_line_neither_blocks_resume_nor_the_report(tiny_benchmark: Path, tmp_path: Path) -> None:
+    cfg = _cfg(tiny_benchmark, tmp_path / "run")
+    with pytest.raises(Preempted):
+        train(cfg, stop_after=2)
+    with (cfg.output_dir / "log.jsonl").open("a") as fh:
+        fh.write('{"iteration": 3, "loss": 0.5, "l')  # a full disk cut this append
+    assert len(read_log_lines(cfg.output_dir / "log.jsonl")) == 2
+    assert train(cfg, resume=True).iterations == 4
+    assert [r["iteration"] for r in read_log_lines(cfg.output_dir / "log.jsonl") if "loss" in r] == [1, 2, 3, 4]
+    assert main(["diagnose", str(cfg.output_dir), "--json"]) == 0
+
+
+def test_a_restart_without_a_checkpoint_drops_the_discarded_attempts_log_and_stale_temp_files(
+        tiny_benchmark: Path, tmp_path: Path) -> None:
+    cfg = _cfg(tiny_benchmark, tmp_path / "run", checkpoint_interval=100)
+    run = RunDir(cfg.output_dir)
+    run.create()
+    run.log({"iteration": 1, "loss": 9.0})  # a killed attempt before its first checkpoint
+    run.set_status("failed", "killed")
+    (run.checkpoints / ".last.pt.abc.tmp").write_bytes(b"half a checkpoint")
+    (run.root / ".composition.json.x.tmp").write_text("{")
+    train(cfg, resume=True)  # no last.pt: starts over
+    assert next(r["loss"] for r in read_log_lines(run.log_path) if "loss" in r) != 9.0
+    assert len([r for r in read_log_lines(run.log_path) if "loss" in r]) == 4
+    assert not list(run.root.glob(".*.tmp")) and not list(run.checkpoints.glob(".*.tmp"))
+
+
+def test_non_finite_numbers_are_written_as_null(tmp_path: Path) -> None:
+    run = RunDir(tmp_path)
+    run.create()
+    run.log({"iteration": 1, "loss": math.nan, "st": math.inf})
+    run.write_json("composition.json", {"x": [1.0, -math.inf]})
+    assert json.loads((tmp_path / "log.jsonl").read_text(), parse_constant=lambda c: pytest.fail(c)) == {
+        "iteration": 1, "loss": None, "st": None}
+    assert "Infinity" not in (tmp_path / "composition.json").read_text()
+
+
+def test_ctrl_c_stops_training_at_a_step_boundary_with_last_pt(tiny_benchmark: Path, tmp_path: Path) -> None:
+    cfg = make_config(tiny_benchmark, tmp_path / "run", max_iters=2000, eval_interval=10_000, checkpoint_interval=1000)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(json.loads(cfg.model_dump_json())))
+    proc = subprocess.Popen([sys.executable, "-m", "proveseg.cli", "train", str(path)], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (cfg.output_dir / "log.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3 and "Traceback" not in err
+    assert RunDir(cfg.output_dir).last.exists() and RunDir(cfg.output_dir).status()[1].startswith("preempted")
