@@ -167,3 +167,21 @@ def test_ctrl_c_stops_training_at_a_step_boundary_with_last_pt(tiny_benchmark: P
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 3 and "Traceback" not in err
     assert RunDir(cfg.output_dir).last.exists() and RunDir(cfg.output_dir).status()[1].startswith("preempted")
+
+
+def test_an_image_that_cannot_be_read_mid_training_is_a_clear_error(tiny_benchmark: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    root = tmp_path / "bench"
+    shutil.copytree(tiny_benchmark, root)
+    victim = sorted((root / "test/images/fog").glob("*.jpg"))[0]  # read only when the run is tested
+    cfg = make_config(root, tmp_path / "run", max_iters=3, eval_interval=100)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(json.loads(cfg.model_dump_json())))
+    victim.write_bytes(b"not a jpeg at all")  # as if the file were replaced while the run trained
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and victim.name in err
+    state, reason = RunDir(cfg.output_dir).status()
+    assert state == "failed" and victim.name in reason

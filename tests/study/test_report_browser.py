@@ -29,7 +29,7 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     for seed in (0, 1):
         fake_run(tmp_path, "stage1", "baseline", seed, 0.3)
         fake_run(tmp_path, "stage1", "gen_good", seed, 0.1)
-    page = write_report(tmp_path, tmp_path / "report.html", "stage1")
+    page = write_report(tmp_path, tmp_path / "report.html", "stage1", audit=False)  # hand-written records
     common = [browser, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run([*common, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
