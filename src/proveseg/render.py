@@ -67,9 +67,13 @@ def manifest_table(report: ManifestReport) -> Table:
 
 
 def manifest_examples(report: ManifestReport) -> list[str]:
-    """One line per example rejected row: dataset, row number in the file, reason, detail (plain text)."""
-    return [f"  {name}: row {ex['row']}: {ex['reason']}: {ex['detail']}"
-            for name, rep in sorted(report.datasets.items()) for ex in rep.examples]
+    """One line per example rejected row: dataset, row number in the file, reason, detail (plain text);
+    then, when the header has columns beyond the contract, one line naming them (kept and ignored)."""
+    lines = [f"  {name}: row {ex['row']}: {ex['reason']}: {ex['detail']}"
+             for name, rep in sorted(report.datasets.items()) for ex in rep.examples]
+    if report.extra_columns:
+        lines.append(f"  extra columns (kept, ignored): {', '.join(report.extra_columns)}")
+    return lines
 
 
 def print_manifest_report(console: Console, report: ManifestReport, failed: bool) -> None:

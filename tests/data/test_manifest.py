@@ -140,7 +140,8 @@ def test_label_out_of_range_needs_deep(root: Path) -> None:
 def test_every_reason_has_a_test() -> None:
     tested = {"empty_field", "absolute_path", "path_escapes_root", "missing_generated", "missing_original",
               "missing_label", "unreadable_image", "truncated_image", "unreadable_label", "truncated_label",
-              "size_mismatch", "exif_rotation", "label_out_of_range"}
+              "size_mismatch", "exif_rotation", "label_out_of_range",
+              "duplicate_row"}  # tests/data/test_bad_inputs.py
     assert tested == set(REASONS)
 
 

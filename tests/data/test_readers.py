@@ -179,7 +179,7 @@ def test_class_table_decodes_rgb_masks(tmp_path: Path, suffix: str) -> None:
                         "  - {id: 1, name: water, r: 0, g: 0, b: 255}\n")
     cs = load_class_table(path)
     assert cs.names == ("road", "water")
-    rgb = np.array([[[128, 64, 128], [0, 0, 255], [1, 2, 3]]], np.uint8)
+    rgb = np.array([[[128, 64, 128], [0, 0, 255], [0, 0, 0]]], np.uint8)  # black: the ignore colour
     assert cs.decode_rgb(rgb).tolist() == [[0, 1, 255]]
     Image.fromarray(rgb).save(tmp_path / "mask.png")
     assert decode_label(str(tmp_path / "mask.png"), cs).tolist() == [[0, 1, 255]]

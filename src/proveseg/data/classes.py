@@ -85,13 +85,30 @@ class ClassSet:
         lut[: self.num_classes] = np.asarray(self.palette, dtype=np.uint8)
         return lut[mask.astype(np.uint8)]
 
-    def decode_rgb(self, rgb: np.ndarray) -> np.ndarray:
-        """Ids of an RGB colour-coded mask (H, W, 3); colours not in the palette become 255."""
+    def decode_rgb(self, rgb: np.ndarray, strict: bool = True) -> np.ndarray:
+        """Ids of an RGB colour-coded mask (H, W, 3); black (0, 0, 0), the ignore colour of
+        :meth:`palette_bytes`, becomes 255 unless the palette holds it.
+
+        Any other colour outside the palette raises ``ValueError`` naming up to five of them with
+        their pixel counts (a mask saved as JPEG, resized with interpolation or coded with another
+        palette would otherwise train on ignore only); ``strict=False`` maps them to 255 instead.
+        """
         code = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
         keys = np.array([(r << 16) | (g << 8) | b for r, g, b in self.palette], dtype=np.int64)
         order = np.argsort(keys)
         pos = np.clip(np.searchsorted(keys[order], code), 0, len(keys) - 1)
         hit = keys[order][pos] == code
+        unknown = ~hit & (code != 0)
+        if strict and unknown.any():
+            colours, counts = np.unique(code[unknown], return_counts=True)
+            top = np.argsort(-counts, kind="stable")[:5]
+            listed = ", ".join(f"({c >> 16}, {(c >> 8) & 255}, {c & 255}): {n} px"
+                               for c, n in zip(colours[top].tolist(), counts[top].tolist(), strict=True))
+            grey = all(c >> 16 == (c >> 8) & 255 == c & 255 for c in colours.tolist())
+            raise ValueError(
+                f"{len(colours)} colour(s) in {int(unknown.sum())} pixels are not in the palette of {self.name} "
+                f"(nor black, the ignore colour): {listed}"
+                + ("; all are grey: class ids stored as RGB? save the mask single-channel" if grey else ""))
         return np.where(hit, order[pos], IGNORE_INDEX).astype(np.uint8)
 
 

@@ -2,10 +2,15 @@
 
 Label values are checked on every decode: a value that is neither a class id nor the ignore
 value raises :class:`LabelDecodeError` naming the file, long before it could reach a loss
-function as a CUDA device-side assert.
+function as a CUDA device-side assert. A file that cannot be decoded (corrupt, truncated, a
+decompression bomb) raises ``OSError`` naming the file; nothing is silently turned into ignore.
 """
 
 from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -29,14 +34,38 @@ def _cityscapes_lut() -> np.ndarray:
 
 
 CITYSCAPES_ID_TO_TRAIN_ID = _cityscapes_lut()
+CITYSCAPES_MAX_ID = 33  # ids 0..33 are defined (the void ones map to ignore); 255 is ignore; others are errors
+
+# What Pillow raises for a file it cannot decode; DecompressionBombError is not an OSError.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, Image.DecompressionBombError)
+_WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # more than 8 bits per pixel
+
+
+def _pixels(path: str, exif: bool, take: Callable[[Image.Image], np.ndarray]) -> tuple[str, str, np.ndarray]:
+    """(format, mode, ``take(image)``) of the image at ``path``, EXIF applied; failures raise OSError naming it."""
+    try:
+        with Image.open(path) as f:
+            f.load()
+            im = ImageOps.exif_transpose(f) if exif else f
+            return str(f.format), im.mode, take(im)
+    except _DECODE_ERRORS as exc:
+        raise OSError(f"{path}: cannot decode image: {exc or type(exc).__name__}") from exc
 
 
 def decode_image(path: str, exif: bool = True) -> np.ndarray:
-    """RGB uint8 (H, W, 3); rotated by its EXIF orientation when ``exif``."""
-    with Image.open(path) as f:
-        f.load()
-        im = ImageOps.exif_transpose(f) if exif else f
-        return np.array(im.convert("RGB"))
+    """RGB uint8 (H, W, 3); rotated by its EXIF orientation when ``exif``.
+
+    Raises OSError naming the file when it cannot be decoded, or when it has more than 8 bits per
+    channel (16-bit or float images would be clipped to white by the conversion to RGB).
+    """
+    def rgb(im: Image.Image) -> np.ndarray:
+        return np.empty((0, 0, 3), np.uint8) if im.mode in _WIDE_MODES else np.array(im.convert("RGB"))
+
+    _, mode, array = _pixels(path, exif, rgb)
+    if mode in _WIDE_MODES:
+        raise OSError(f"{path}: image mode {mode!r} has more than 8 bits per pixel; converting it to RGB would "
+                      "clip it: save it as 8-bit RGB")
+    return array
 
 
 def load_image(path: str) -> torch.Tensor:
@@ -44,45 +73,59 @@ def load_image(path: str) -> torch.Tensor:
 
     Pillow, not torchvision.io: torchvision 0.29 deprecates its image decoders.
     """
-    try:
-        array = decode_image(path)
-    except (OSError, SyntaxError) as exc:
-        raise OSError(f"{path}: cannot decode image: {exc}") from exc
-    return torch.from_numpy(array).permute(2, 0, 1)
+    return torch.from_numpy(decode_image(path)).permute(2, 0, 1)
 
 
 def image_size(path: str, exif: bool = True) -> tuple[int, int]:
-    """(height, width) as :func:`decode_image` would return it, from the header only."""
-    from proveseg.data.imageheader import read_header
+    """(height, width) as :func:`decode_image` would return it, from the header only; errors name the file."""
+    from proveseg.data.imageheader import HeaderError, read_header
 
-    h = read_header(path)
+    try:
+        h = read_header(path)
+    except HeaderError as exc:
+        raise HeaderError(f"{path}: {exc}") from exc
     swapped = exif and h.orientation in (5, 6, 7, 8)
     return (h.width, h.height) if swapped else (h.height, h.width)
+
+
+def _label_pixels(im: Image.Image) -> np.ndarray:
+    if im.mode in ("RGB", "RGBA"):
+        return np.asarray(im.convert("RGB"))
+    if im.mode in ("P", "L", *_WIDE_MODES[:-1]):
+        return np.array(im)
+    return np.empty((0, 0), np.uint8)  # refused below, outside the decoding guard
 
 
 def decode_label(path: str, class_set: ClassSet | None, exif: bool = True) -> np.ndarray:
     """Class ids uint8 (H, W) with 255 = ignore.
 
     Single-channel masks are taken as train ids; ``*_labelIds.png`` (Cityscapes/ACDC ids) are
-    mapped to train ids; RGB masks are decoded through the class set's palette.
+    mapped to train ids; RGB masks are decoded through the class set's palette. A file that cannot
+    be decoded raises OSError; values (or colours) that are not class ids raise LabelDecodeError;
+    both name the file.
     """
-    with Image.open(path) as f:
-        f.load()
-        im = ImageOps.exif_transpose(f) if exif else f
-        if im.mode in ("RGB", "RGBA"):
-            if class_set is None:
-                raise LabelDecodeError(f"{path}: RGB colour-coded mask needs a class set with a palette")
-            mask = class_set.decode_rgb(np.asarray(im.convert("RGB")))
-        elif im.mode in ("P", "L"):
-            mask = np.array(im)
-        elif im.mode in ("I", "I;16", "I;16B"):
-            values = np.asarray(im)
-            if values.max(initial=0) > 255:
-                raise LabelDecodeError(f"{path}: label value {int(values.max())} does not fit 0..255")
-            mask = values.astype(np.uint8)
-        else:
-            raise LabelDecodeError(f"{path}: label image mode {im.mode!r} is not a class-id mask")
+    fmt, mode, values = _pixels(path, exif, _label_pixels)
+    if fmt == "JPEG":
+        raise LabelDecodeError(f"{path}: a JPEG label: lossy compression changes class ids and colours near every "
+                               "edge; labels must be stored losslessly (PNG)")
+    if mode in ("RGB", "RGBA"):
+        if class_set is None:
+            raise LabelDecodeError(f"{path}: RGB colour-coded mask needs a class set with a palette")
+        try:
+            mask = class_set.decode_rgb(values)
+        except ValueError as exc:
+            raise LabelDecodeError(f"{path}: {exc}") from None
+    elif mode in ("P", "L"):
+        mask = values
+    elif mode in _WIDE_MODES[:-1]:
+        low, high = int(values.min(initial=0)), int(values.max(initial=0))
+        if low < 0 or high > 255:
+            raise LabelDecodeError(f"{path}: label value {high if high > 255 else low} does not fit 0..255")
+        mask = values.astype(np.uint8)
+    else:
+        raise LabelDecodeError(f"{path}: label image mode {mode!r} is not a class-id mask")
     if path.endswith("_labelIds.png"):
+        _check_cityscapes_ids(path, mask)
         mask = CITYSCAPES_ID_TO_TRAIN_ID[mask]
     if class_set is not None:
         bad = (mask >= class_set.num_classes) & (mask != IGNORE_INDEX)
@@ -92,3 +135,13 @@ def decode_label(path: str, class_set: ClassSet | None, exif: bool = True) -> np
                 f"{path}: label values {found} outside {class_set.name} (0..{class_set.num_classes - 1}, "
                 f"{IGNORE_INDEX} = ignore) in {int(bad.sum())} pixels")
     return np.ascontiguousarray(mask)
+
+
+def _check_cityscapes_ids(path: str, ids: np.ndarray) -> None:
+    """Cityscapes label ids are 0..33 (void ones map to ignore) or 255; anything else is not such a mask."""
+    bad = (ids > CITYSCAPES_MAX_ID) & (ids != IGNORE_INDEX)
+    if bad.any():
+        values, counts = np.unique(ids[bad], return_counts=True)
+        listed = ", ".join(f"{v}: {n} px" for v, n in zip(values[:8].tolist(), counts[:8].tolist(), strict=True))
+        raise LabelDecodeError(f"{path}: Cityscapes label ids must be 0..{CITYSCAPES_MAX_ID} or {IGNORE_INDEX}; "
+                               f"found {listed} (a train-id or colour mask named *_labelIds.png?)")

@@ -2,18 +2,22 @@
 
 JPEG and PNG (what segmentation datasets use) are parsed directly: the size from the SOF / IHDR
 header, the orientation from the EXIF APP1 segment, completeness from the end marker
-(JPEG ``FFD9``, PNG ``IEND``). Other formats fall back to Pillow's lazy header read.
+(JPEG ``FFD9``, PNG ``IEND``). Other formats fall back to Pillow's lazy header read. A size that
+Pillow would refuse to decode (its decompression-bomb limit) or an empty one is a HeaderError, and
+so is anything but a regular file (a FIFO is opened without blocking, then refused).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import struct
+import zlib
 from dataclasses import dataclass
 
 from PIL import Image
 
-__all__ = ["HeaderError", "ImageHeader", "read_header"]
+__all__ = ["HeaderError", "ImageHeader", "pixel_limit", "read_header"]
 
 _PNG_SIG = b"\x89PNG\r\n\x1a\n"
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -89,23 +93,44 @@ def _png(fd: int, size: int) -> ImageHeader:
     return ImageHeader(w, h, "PNG", 1, complete)
 
 
+def pixel_limit() -> int | None:
+    """Pixels above which Pillow refuses to decode an image (DecompressionBombError), or None without a limit."""
+    limit = Image.MAX_IMAGE_PIXELS
+    return None if limit is None else 2 * int(limit)
+
+
+def _checked(header: ImageHeader) -> ImageHeader:
+    if header.width <= 0 or header.height <= 0:
+        raise HeaderError(f"{header.format} header gives an empty size {header.width}x{header.height}")
+    limit = pixel_limit()
+    if limit is not None and header.width * header.height > limit:
+        raise HeaderError(f"{header.format} header claims {header.width}x{header.height} = "
+                          f"{header.width * header.height:,} pixels, over Pillow's decompression-bomb limit "
+                          f"of {limit:,}: it would not decode")
+    return header
+
+
 def read_header(path: str | os.PathLike[str]) -> ImageHeader:
     """Header of the image at ``path``; raises HeaderError or OSError if it cannot be read."""
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO named like an image must not block the pass
     try:
-        size = os.fstat(fd).st_size
-        if size == 0:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise HeaderError("a folder, not an image file" if stat.S_ISDIR(st.st_mode) else "not a regular file")
+        if st.st_size == 0:
             raise HeaderError("empty file")
         magic = os.pread(fd, 8, 0)
         if magic.startswith(b"\xff\xd8"):
-            return _jpeg(fd, size)
+            return _checked(_jpeg(fd, st.st_size))
         if magic == _PNG_SIG:
-            return _png(fd, size)
+            return _checked(_png(fd, st.st_size))
     finally:
         os.close(fd)
     try:
         with Image.open(path) as im:
             orientation = int(im.getexif().get(0x0112, 1))
-            return ImageHeader(im.width, im.height, str(im.format), orientation, True)
-    except (OSError, SyntaxError) as exc:
-        raise HeaderError(f"not a readable image ({exc})") from exc
+            header = ImageHeader(im.width, im.height, str(im.format), orientation, True)
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error,
+            Image.DecompressionBombError) as exc:
+        raise HeaderError(f"not a readable image ({exc or type(exc).__name__})") from exc
+    return _checked(header)

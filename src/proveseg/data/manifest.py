@@ -2,11 +2,13 @@
 
 Validation gives every rejected row a reason. The columns stay Arrow strings end to end: pyarrow
 parses the CSV, and its hash kernels (unique, index_in) reduce each path column to its distinct
-folders, which are resolved, checked against the root and listed once each in Python; names are
-looked up in the listing as sets (an ``exists`` call per file is ~6x slower, a thread pool of them
-slower still: DESIGN.md section 8). Image and label headers are read in a thread pool by a
-byte-level parser (size, EXIF orientation, end marker); ``deep`` also decodes both files fully and
-checks label values against the class set."""
+folders, which are resolved (symlinks too), checked against the root and listed once each in
+Python; names are looked up in the listing as sets (an ``exists`` call per file is ~6x slower, a
+thread pool of them slower still: DESIGN.md section 8), and only the entries the listing marks as
+symlinks are resolved one by one. A row repeating an earlier one is rejected (it would count
+twice). Image, original and label headers are read in a thread pool by a byte-level parser (size,
+EXIF orientation, end marker); ``deep`` also decodes the image and label fully and checks label
+values against the class set."""
 
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ ROOT_MARKER = ".proveseg-root"
 REASONS = (
     "empty_field", "absolute_path", "path_escapes_root", "missing_generated", "missing_original", "missing_label",
     "unreadable_image", "truncated_image", "unreadable_label", "truncated_label", "size_mismatch",
-    "exif_rotation", "label_out_of_range",
+    "exif_rotation", "label_out_of_range", "duplicate_row",
 )
 _PATHS = ("generated_path", "original_path", "label_path")
 
@@ -68,6 +70,7 @@ class ManifestReport:
     datasets: dict[str, DatasetReport]
     rejected_rows: list[tuple[int, str, str]]  # (row number in the file, reason, detail)
     _columns: dict[str, pa.Array] = field(repr=False, default_factory=dict)
+    extra_columns: list[str] = field(default_factory=list)  # header columns beyond the contract: kept, ignored
 
     @cached_property
     def records(self) -> RecordTable:
@@ -91,7 +94,7 @@ class ManifestReport:
         return dict(sorted(out.items()))
 
     def as_dict(self) -> dict[str, object]:
-        return {"manifest": self.path, "generator": self.generator,
+        return {"manifest": self.path, "generator": self.generator, "extra_columns": list(self.extra_columns),
                 "datasets": {k: v.as_dict() for k, v in sorted(self.datasets.items())}}
 
 
@@ -110,6 +113,12 @@ def read_manifest_columns(path: Path) -> tuple[np.ndarray, dict[str, pa.Array]]:
     span lines or include blank lines, goes through the ``csv`` module, which names the offending
     row in its errors and counts lines exactly. Both give the same columns (tested).
     """
+    numbers, columns, _ = _read_manifest(path)
+    return numbers, columns
+
+
+def _read_manifest(path: Path) -> tuple[np.ndarray, dict[str, pa.Array], list[str]]:
+    """:func:`read_manifest_columns` and the header's names (stripped, in file order)."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -119,9 +128,19 @@ def read_manifest_columns(path: Path) -> tuple[np.ndarray, dict[str, pa.Array]]:
         n = len(columns[MANIFEST_COLUMNS[0]])
         lines = raw.count(b"\n") + (0 if raw.endswith(b"\n") else 1)
         if lines == n + 1 and raw.count(b"\r") == raw.count(b"\r\n"):  # the csv module counts a lone CR as a line
-            return np.arange(2, n + 2, dtype=np.int64), {c: _trim(v) for c, v in columns.items()}
+            return (np.arange(2, n + 2, dtype=np.int64), {c: _trim(v) for c, v in columns.items()},
+                    _header_names(raw))
     numbers, rows = _read_with_csv_module(path, raw)
-    return numbers, {c: _trim(pa.array(v, pa.string())) for c, v in rows.items()}
+    return numbers, {c: _trim(pa.array(v, pa.string())) for c, v in rows.items()}, _header_names(raw)
+
+
+def _header_names(raw: bytes) -> list[str]:
+    """The first CSV record, decoded (a byte-order mark dropped) and stripped; only its bytes are read."""
+    text = io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8-sig", errors="replace", newline="")
+    try:
+        return [name.strip() for name in next(csv.reader(text), [])]
+    except csv.Error:  # the readers above accepted the file; be as lenient here
+        return []
 
 
 def _read_with_arrow(raw: bytes) -> dict[str, pa.Array] | None:
@@ -133,8 +152,9 @@ def _read_with_arrow(raw: bytes) -> dict[str, pa.Array] | None:
         header = next(csv.reader([raw[: end if end >= 0 else len(raw)].decode("utf-8").rstrip("\r")]))
     except (UnicodeDecodeError, csv.Error, StopIteration):
         return None
-    if len(set(header)) != len(header) or not set(MANIFEST_COLUMNS) <= set(header):
-        return None
+    if ([h.strip() for h in header] != header or len(set(header)) != len(header)
+            or not set(MANIFEST_COLUMNS) <= set(header)):
+        return None  # the careful reader strips names and names a repeated or missing column
     try:
         table = pacsv.read_csv(io.BytesIO(raw), parse_options=pacsv.ParseOptions(newlines_in_values=True),
                                convert_options=pacsv.ConvertOptions(
@@ -148,20 +168,20 @@ def _read_with_arrow(raw: bytes) -> dict[str, pa.Array] | None:
 
 def _read_with_csv_module(path: Path, raw: bytes) -> tuple[np.ndarray, dict[str, list[str]]]:
     try:
-        reader = csv.reader(io.StringIO(raw.decode("utf-8"), newline=""))
+        reader = csv.reader(io.StringIO(raw.decode("utf-8-sig"), newline=""))  # Excel writes a byte-order mark
         header = next(reader, None)
         if header is None:
             raise ManifestError(f"{path}: empty file, expected a header with {', '.join(MANIFEST_COLUMNS)}")
-        missing = [c for c in MANIFEST_COLUMNS if c not in header]
-        if missing:
-            raise ManifestError(f"{path}: header lacks column(s) {', '.join(missing)}; found {', '.join(header)}")
+        header = [name.strip() for name in header]
+        _check_header(path, header)
         rows, numbers = [], []
         for row in reader:
             if row:
                 rows.append(row)
                 numbers.append(reader.line_num)
     except UnicodeDecodeError as exc:
-        raise ManifestError(f"{path}: not valid UTF-8 (byte {exc.start}: {exc.reason})") from None
+        hint = "; it starts like UTF-16: save it as UTF-8" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise ManifestError(f"{path}: not valid UTF-8 (byte {exc.start}: {exc.reason}){hint}") from None
     except csv.Error as exc:
         raise ManifestError(f"{path}: malformed CSV: {exc}") from None
     widths = np.fromiter(map(len, rows), np.int64, len(rows))
@@ -172,6 +192,18 @@ def _read_with_csv_module(path: Path, raw: bytes) -> tuple[np.ndarray, dict[str,
     return np.asarray(numbers, np.int64), {c: list(fields[header.index(c)]) for c in MANIFEST_COLUMNS}
 
 
+def _check_header(path: Path, header: list[str]) -> None:
+    """Every contract column exactly once (a repeated one would leave the data column a guess)."""
+    missing = [c for c in MANIFEST_COLUMNS if c not in header]
+    if missing:
+        raise ManifestError(f"{path}: header lacks column(s) {', '.join(missing)}; found {', '.join(header)}")
+    for c in MANIFEST_COLUMNS:
+        where = [i + 1 for i, name in enumerate(header) if name == c]
+        if len(where) > 1:
+            raise ManifestError(f"{path}: header names column {c!r} {len(where)} times (columns "
+                                f"{', '.join(map(str, where))}); which one holds the data is ambiguous")
+
+
 def _trim(column: pa.Array) -> pa.Array:
     trimmed = pc.utf8_trim_whitespace(column)
     return column if pc.all(pc.equal(trimmed, column)).as_py() in (True, None) else trimmed
@@ -179,36 +211,103 @@ def _trim(column: pa.Array) -> pa.Array:
 
 @dataclass
 class _Resolved:
-    """One path column resolved: the absolute path per row and a code: 0 found, or one of the below."""
+    """One path column resolved: the absolute path per row and a code: 0 found, or one of the below.
+
+    ``distinct``: no two rows resolve to the same path (known without hashing the paths).
+    """
 
     paths: pa.Array
     code: np.ndarray
+    distinct: bool = False
 
 
-_ABSOLUTE, _ESCAPES, _MISSING = 1, 2, 3
+_ABSOLUTE, _ESCAPES, _MISSING, _LINK_ESCAPES = 1, 2, 3, 4
 
 
 class _Listings:
-    """Each folder's entry names, listed once per validation and shared by the three path columns.
+    """Each folder's entry names and which of them are symlinks, listed once per validation and shared
+    by the three path columns; each folder's real path (symlinks resolved), resolved once.
 
-    ``listdir`` builds the names in C; ``scandir`` to keep only regular files cost 40% more of the
-    whole validation here, so an entry of the right name counts as found and the header pass
-    (the default) rejects a folder or a broken link named like an image as unreadable.
+    ``listdir`` builds the names in C; ``scandir`` costs a little more (a Python loop over the
+    entries) but tells symlinks apart from the directory entry itself (``d_type``, no ``stat``), so
+    only real symlinks are ever resolved. Any entry of the right name counts as found and the
+    header pass (the default) rejects a folder or a broken link named like an image as unreadable.
     Listing in threads measured no faster (the work holds the GIL).
     """
 
     def __init__(self) -> None:
-        self._entries: dict[str, frozenset[str]] = {}
+        self._entries: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+        self._real: dict[str, str] = {}
 
-    def __getitem__(self, folder: str) -> frozenset[str]:
+    def _list(self, folder: str) -> tuple[frozenset[str], frozenset[str]]:
         entries = self._entries.get(folder)
         if entries is None:
             try:
-                entries = frozenset(os.listdir(folder))
-            except OSError:
-                entries = frozenset()
+                with os.scandir(folder) as it:
+                    found = list(it)
+                entries = (frozenset([e.name for e in found]), frozenset([e.name for e in found if e.is_symlink()]))
+            except (OSError, ValueError):  # ValueError: a NUL byte in the path
+                entries = (frozenset(), frozenset())
             self._entries[folder] = entries
         return entries
+
+    def __getitem__(self, folder: str) -> frozenset[str]:
+        return self._list(folder)[0]
+
+    def links(self, folder: str) -> frozenset[str]:
+        """Names in ``folder`` that are symlinks."""
+        return self._list(folder)[1]
+
+    def real(self, folder: str) -> str:
+        """``folder`` with every symlink resolved, with a trailing separator."""
+        real = self._real.get(folder)
+        if real is None:
+            try:
+                real = os.path.join(os.path.realpath(folder), "")
+            except ValueError:  # a NUL byte: no such folder, its names will be missing
+                real = os.path.join(folder, "")
+            self._real[folder] = real
+        return real
+
+
+def _split(distinct: pa.Array) -> tuple[pa.Array, pa.Array, np.ndarray]:
+    """Names, distinct folder keys ('' when none) and each value's folder, by Arrow kernels."""
+    parts = pc.split_pattern(distinct, "/", max_splits=1, reverse=True)
+    flat, offsets = parts.flatten(), parts.offsets.to_numpy()
+    names = flat.take(pa.array(offsets[1:] - 1))
+    in_folder = pa.array(np.diff(offsets) == 2)
+    keys = pc.if_else(in_folder, pc.binary_join_element_wise(flat.take(pa.array(offsets[:-1])), "/", ""), "")
+    folders = pc.unique(keys)
+    return names, folders, pc.index_in(keys, value_set=folders).to_numpy()
+
+
+def _folder_codes(folders: list[str], base: str, root: str, allow_absolute: bool, listings: _Listings,
+                  ) -> tuple[np.ndarray, list[str], list[tuple[int, str, bool]]]:
+    """Per folder key: its code and normalised path with a separator; and (index, path, absolute) to list."""
+    folder_code = np.zeros(len(folders), np.int8)
+    prefixes, checks = [], []
+    for k, key in enumerate(folders):
+        absolute = os.path.isabs(key)
+        folder = os.path.normpath(key if absolute else os.path.join(base, key or "."))
+        if absolute and not allow_absolute:
+            folder_code[k] = _ABSOLUTE
+        elif not absolute and not os.path.join(folder, "").startswith(root):
+            folder_code[k] = _ESCAPES
+        elif not absolute and not listings.real(folder).startswith(root):
+            folder_code[k] = _LINK_ESCAPES  # inside the root as text, outside through a symlinked folder
+        else:
+            checks.append((k, folder, absolute))
+        prefixes.append(os.path.join(folder, ""))
+    return folder_code, prefixes, checks
+
+
+def _name_code(name: str, folder: str, missing: set[str], links: frozenset[str], root: str) -> int:
+    """The code of one name that is missing from its folder's listing or is a symlink there."""
+    if name in missing:
+        return _ESCAPES if name in ("", ".", "..") else _MISSING
+    if name in links and not os.path.realpath(os.path.join(folder, name)).startswith(root):
+        return _LINK_ESCAPES
+    return 0
 
 
 def _resolve_column(values: pa.Array, base: str, root: str, allow_absolute: bool, listings: _Listings,
@@ -218,41 +317,28 @@ def _resolve_column(values: pa.Array, base: str, root: str, allow_absolute: bool
     The work is per distinct value (original and label columns repeat each source once per target
     domain) split into folder and name by Arrow kernels, and per distinct folder in Python;
     per-row results come back through Arrow's hash lookup of each value among the distinct ones.
+    A relative path inside the root may still leave it through a symlink: each folder's real path
+    is checked, and each name the listing marks as a symlink is resolved.
     """
     distinct = pc.unique(values)
-    parts = pc.split_pattern(distinct, "/", max_splits=1, reverse=True)
-    flat, offsets = parts.flatten(), parts.offsets.to_numpy()
-    names = flat.take(pa.array(offsets[1:] - 1))
-    in_folder = pa.array(np.diff(offsets) == 2)
-    keys = pc.if_else(in_folder, pc.binary_join_element_wise(flat.take(pa.array(offsets[:-1])), "/", ""), "")
-    folders = pc.unique(keys)
-    folder_of = pc.index_in(keys, value_set=folders).to_numpy()
-    folder_code = np.zeros(len(folders), np.int8)
-    prefixes, checks = [], []
-    for k, key in enumerate(folders.to_pylist()):
-        absolute = os.path.isabs(key)
-        folder = os.path.normpath(key if absolute else os.path.join(base, key or "."))
-        if absolute and not allow_absolute:
-            folder_code[k] = _ABSOLUTE
-        elif not absolute and not os.path.join(folder, "").startswith(root):
-            folder_code[k] = _ESCAPES
-        else:
-            checks.append((k, folder))
-        prefixes.append(os.path.join(folder, ""))
+    names, folders, folder_of = _split(distinct)
+    folder_code, prefixes, checks = _folder_codes(folders.to_pylist(), base, root, allow_absolute, listings)
     code = folder_code[folder_of]
     order = np.argsort(folder_of, kind="stable")
     bounds = np.searchsorted(folder_of[order], np.arange(len(folders) + 1))
     grouped_names = names.take(pa.array(order)).to_pylist()
-    for k, folder in checks:
+    for k, folder, absolute in checks:
         group = grouped_names[bounds[k]:bounds[k + 1]]
         missing = set(group).difference(listings[folder])
-        if missing:  # only then is any work done per name
+        links = frozenset() if absolute else listings.links(folder).intersection(group)
+        if missing or links:  # only then is any work done per name
             for i, name in zip(order[bounds[k]:bounds[k + 1]].tolist(), group, strict=True):
-                if name in missing:
-                    code[i] = _ESCAPES if name in ("", ".", "..") else _MISSING
+                if name in missing or name in links:
+                    code[i] = _name_code(name, folder, missing, links, root)
     full = pc.binary_join_element_wise(pa.array(prefixes, pa.string()).take(pa.array(folder_of)), names, "")
+    unique_folders = len(set(prefixes)) == len(prefixes)  # then distinct values are distinct paths
     if len(distinct) == len(values):  # unique() keeps first-seen order: the values themselves
-        return _Resolved(full, code)
+        return _Resolved(full, code, unique_folders)
     inverse = pc.index_in(values, value_set=distinct)
     return _Resolved(full.take(inverse), code[inverse.to_numpy()])
 
@@ -264,7 +350,9 @@ def _headers(paths: list[str], threads: int) -> list[ImageHeader | str]:
         for p in chunk:
             try:
                 out.append(read_header(p))
-            except (HeaderError, OSError) as exc:
+            except OSError as exc:
+                out.append(exc.strerror or str(exc) or type(exc).__name__)
+            except HeaderError as exc:
                 out.append(str(exc) or type(exc).__name__)
         return out
 
@@ -275,19 +363,36 @@ def _headers(paths: list[str], threads: int) -> list[ImageHeader | str]:
         return [h for part in pool.map(read, chunks) for h in part]
 
 
-def _compare(img: ImageHeader | str, lab: ImageHeader | str) -> tuple[str, str] | None:
-    if isinstance(img, str):
-        return "unreadable_image", img
-    if not img.complete:
-        return "truncated_image", "end marker missing"
-    if isinstance(lab, str):
-        return "unreadable_label", lab
-    if not lab.complete:
-        return "truncated_label", "end marker missing"
+def _shown(h: ImageHeader) -> tuple[int, int]:
+    """(width, height) as decoded, EXIF orientation applied (what the noise control and the label decode see)."""
+    return (h.height, h.width) if h.orientation in (5, 6, 7, 8) else (h.width, h.height)
+
+
+def _compare(img: ImageHeader | str, lab: ImageHeader | str, orig: ImageHeader | str,
+             paths: tuple[str, str, str]) -> tuple[str, str] | None:
+    """The first problem of a row's (generated, label, original) headers, naming the file; None when none."""
+    image, label, original = paths
+    for header, path, what in ((img, image, "image"), (lab, label, "label")):
+        if isinstance(header, str):
+            return f"unreadable_{what}", f"{path}: {header}"
+        if not header.complete:
+            return f"truncated_{what}", f"{path}: end marker missing"
+    assert isinstance(img, ImageHeader) and isinstance(lab, ImageHeader)
+    if lab.format == "JPEG":
+        return "unreadable_label", (f"{label}: a JPEG label: lossy compression changes class ids and colours near "
+                                    "every edge; labels must be stored losslessly (PNG)")
     if img.orientation != lab.orientation:
-        return "exif_rotation", f"image EXIF orientation {img.orientation}, label {lab.orientation}"
+        return "exif_rotation", f"image EXIF orientation {img.orientation} ({image}), label {lab.orientation} ({label})"
     if (img.width, img.height) != (lab.width, lab.height):
-        return "size_mismatch", f"image {img.width}x{img.height}, label {lab.width}x{lab.height}"
+        return "size_mismatch", f"image {img.width}x{img.height} ({image}), label {lab.width}x{lab.height} ({label})"
+    if isinstance(orig, str):
+        return "unreadable_image", f"original {original}: {orig}"
+    if not orig.complete:
+        return "truncated_image", f"original {original}: end marker missing"
+    if _shown(orig) != _shown(lab):
+        (ow, oh), (lw, lh) = _shown(orig), _shown(lab)
+        return "size_mismatch", (f"original {ow}x{oh} ({original}), label {lw}x{lh} ({label}): the noise control "
+                                 "draws noise of the original's size")
     return None
 
 
@@ -296,13 +401,13 @@ def _decode_check(image: str, label: str, class_set: ClassSet | None) -> tuple[s
 
     try:
         decode_image(image, exif=False)
-    except (OSError, SyntaxError) as exc:
+    except OSError as exc:
         return "unreadable_image", f"decode failed: {exc}"
     try:
         decode_label(label, class_set)
     except LabelDecodeError as exc:
         return "label_out_of_range", str(exc)
-    except (OSError, SyntaxError) as exc:
+    except OSError as exc:
         return "unreadable_label", f"decode failed: {exc}"
     return None
 
@@ -315,16 +420,21 @@ def validate_manifest(path: str | Path, generator: str | None = None, *, dataset
 
     ``datasets`` / ``target_domains`` filter rows before validation (filtered rows are not counted).
     ``check_files=False`` checks existence only; ``deep`` decodes every image and label fully.
+    A manifest with a header but no rows is a ManifestError (a generator that wrote nothing).
     """
     path = Path(path).resolve()
     name = generator or path.parent.name
     root_dir = Path(root).resolve() if root is not None else find_root(path)
-    numbers, cols = _filter_rows(*read_manifest_columns(path), datasets=datasets, target_domains=target_domains)
+    numbers, cols, header = _read_manifest(path)
+    if not len(numbers):
+        raise ManifestError(f"{path}: a header but no rows")
+    numbers, cols = _filter_rows(numbers, cols, datasets=datasets, target_domains=target_domains)
     out = _Rejections(len(numbers))
     for c in MANIFEST_COLUMNS:
         out.reject(np.flatnonzero(pc.utf8_length(cols[c]).to_numpy() == 0), "empty_field", f"field {c!r} is empty")
     resolved = _resolve_paths(cols, path.parent, root_dir, allow_absolute, out)
     found = out.code < 0
+    _reject_duplicates(cols, resolved, numbers, out)
     if check_files or deep:
         _check_headers(resolved, out, threads)
     if deep:
@@ -338,7 +448,8 @@ def validate_manifest(path: str | Path, generator: str | None = None, *, dataset
     if len(bad):
         keep_rows = pa.array(np.flatnonzero(valid))
         columns = {c: v.take(keep_rows) for c, v in columns.items()}
-    return ManifestReport(str(path), name, reports, rejected, columns)
+    extra = list(dict.fromkeys(h for h in header if h not in MANIFEST_COLUMNS))
+    return ManifestReport(str(path), name, reports, rejected, columns, extra)
 
 
 def _filter_rows(numbers: np.ndarray, cols: dict[str, pa.Array], *, datasets: Iterable[str] | None,
@@ -366,23 +477,68 @@ def _resolve_paths(cols: dict[str, pa.Array], base: Path, root_dir: Path, allow_
         for value, why in ((_ABSOLUTE, "absolute_path"), (_ESCAPES, "path_escapes_root")):
             out.reject(np.flatnonzero(res.code == value), why,
                        _details(f"{c}=", cols[c], f" (root {root_dir})", quoted=True))
+        out.reject(np.flatnonzero(res.code == _LINK_ESCAPES), "path_escapes_root",
+                   _link_details(c, cols[c], res, root_dir))
     for c in _PATHS:
         out.reject(np.flatnonzero(resolved[c].code == _MISSING), f"missing_{c.removesuffix('_path')}",
                    _details(f"{c}: ", resolved[c].paths))
     return resolved
 
 
+def _link_details(c: str, values: pa.Array, res: _Resolved, root_dir: Path) -> Callable[[np.ndarray], list[str]]:
+    """Details of rows whose path leaves the root through a symlink: the value and where it really leads."""
+    def describe(rows: np.ndarray) -> list[str]:
+        return [f"{c}={v!r} leads through a symlink to {os.path.realpath(p)}, outside the root {root_dir}"
+                for v, p in zip(_pick(values, rows), _pick(res.paths, rows), strict=True)]
+    return describe
+
+
+def _reject_duplicates(cols: dict[str, pa.Array], resolved: dict[str, _Resolved], numbers: np.ndarray,
+                       out: _Rejections) -> None:
+    """Reject each row (not yet rejected) repeating an earlier one's files, dataset and target domain.
+
+    Such a row would give its image twice the weight. Free when no two rows resolve to the same
+    generated image (the common case, known from the resolver); otherwise the key columns are
+    dictionary-encoded and combined pairwise into one integer key per row.
+    """
+    alive = np.flatnonzero(out.code < 0)
+    if resolved["generated_path"].distinct or len(alive) < 2:
+        return
+    take = pa.array(alive)
+    key = np.zeros(len(alive), np.int64)
+    for column in (*(resolved[c].paths for c in _PATHS), cols["dataset"], cols["target_domain"]):
+        codes = pc.dictionary_encode(column.take(take)).indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        key = np.unique(key * (int(codes.max()) + 1) + codes, return_inverse=True)[1].reshape(-1)
+    first = np.unique(key, return_index=True, return_inverse=True)
+    earlier = alive[first[1][first[2].reshape(-1)]]
+    repeats = np.flatnonzero(earlier != alive)
+    if len(repeats):
+        first_row = dict(zip(alive[repeats].tolist(), numbers[earlier[repeats]].tolist(), strict=True))
+        out.reject(alive[repeats], "duplicate_row", lambda rows: [
+            f"same generated_path, original_path, label_path, dataset and target_domain as row {first_row[r]}"
+            for r in rows.tolist()])
+
+
+def _unique_headers(column: pa.Array, rows: np.ndarray, threads: int,
+                    ) -> tuple[list[str], np.ndarray, list[ImageHeader | str]]:
+    """The distinct paths of ``rows``, each row's index among them, and their headers (each read once)."""
+    values = column.take(pa.array(rows, pa.int64()))
+    unique = pc.unique(values).to_pylist()
+    return unique, pc.index_in(values, value_set=pa.array(unique, pa.string())).to_numpy(), _headers(unique, threads)
+
+
 def _check_headers(resolved: dict[str, _Resolved], out: _Rejections, threads: int) -> None:
-    """Read the headers of each image and label not yet rejected; reject unreadable, truncated or mismatched pairs."""
+    """Read the headers of each image, label and original not yet rejected; reject unreadable, truncated
+    or mismatched ones (the original's size must match the label: the noise control draws noise of it)."""
     rows = np.flatnonzero(out.code < 0)
     images = _pick(resolved["generated_path"].paths, rows)
-    labels = resolved["label_path"].paths.take(pa.array(rows))
-    unique_labels = pc.unique(labels)
-    label_of = pc.index_in(labels, value_set=unique_labels).to_numpy()
     img_headers = _headers(images, threads)
-    lab_headers = _headers(unique_labels.to_pylist(), threads)
+    labels, label_of, lab_headers = _unique_headers(resolved["label_path"].paths, rows, threads)
+    originals, original_of, orig_headers = _unique_headers(resolved["original_path"].paths, rows, threads)
     for i, row in enumerate(rows.tolist()):
-        outcome = _compare(img_headers[i], lab_headers[label_of[i]])
+        lab, orig = label_of[i], original_of[i]
+        outcome = _compare(img_headers[i], lab_headers[lab], orig_headers[orig],
+                           (images[i], labels[lab], originals[orig]))
         if outcome is not None:
             out.reject(np.asarray([row]), *outcome)
 
