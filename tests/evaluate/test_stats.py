@@ -87,3 +87,26 @@ def test_the_leaderboard_states_what_its_intervals_cover(tmp_path: Path) -> None
     assert "over training seeds and test images" in leaderboard_caption(three)
     assert "seed-to-seed spread NOT covered" in leaderboard_caption(one)
     assert "* = significant at 5% after Holm over 1 strategies" in leaderboard_markdown(three)
+
+
+def test_copies_of_one_seed_do_not_narrow_the_interval() -> None:
+    """Every seed is tested on the same images: repeating a pair adds no test-image information."""
+    pair = PairedRuns(("d", "m"), _run(0.2, np.random.default_rng(5)), _run(0.3, np.random.default_rng(6)))
+    one = hierarchical_paired_gain([pair], n_boot=400)
+    five = hierarchical_paired_gain([pair] * 5, n_boot=400)
+    assert five.high - five.low == pytest.approx(one.high - one.low, rel=0.15)
+
+
+def test_the_seed_level_test_holds_its_level_and_finds_a_real_effect() -> None:
+    """Null strategies (seed noise only) are 'significant' about 5% of the time; a real effect survives Holm."""
+    rng = np.random.default_rng(1)
+    base = [_run(0.3, np.random.default_rng([9, s]), n_images=20) for s in range(3)]
+    p_null = []
+    for k in range(60):
+        pairs = [PairedRuns(("d", "m"), _run(0.3 + rng.normal(0, 0.02), np.random.default_rng([9, s, k + 1]),
+                                              n_images=20), base[s]) for s in range(3)]
+        p_null.append(hierarchical_paired_gain(pairs, n_boot=100, seed=k).p_value)
+    assert np.mean(np.array(p_null) < 0.05) <= 0.12  # the image bootstrap alone gave 21% here
+    real = [PairedRuns(("d", "m"), _run(0.15, np.random.default_rng([8, s]), n_images=20), base[s]) for s in range(3)]
+    p_real = hierarchical_paired_gain(real, n_boot=100).p_value
+    assert holm_adjust([p_real, *p_null[:19]])[0] < 0.05

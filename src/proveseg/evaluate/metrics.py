@@ -104,12 +104,19 @@ class PairedRuns:
     """Two runs of one cell tested on the same images: ``a`` (a strategy) and ``b`` (its reference).
 
     ``group`` is what the cell shares with other cells but its seed (dataset, model): seeds are
-    resampled within a group, test images within each pair.
+    resampled within a group. ``test_set`` names the test images (default: the group's dataset):
+    every pair on the same test set gets the same image resample in a bootstrap replicate, because
+    every seed was tested on those same images.
     """
 
     group: tuple[object, ...]
     a: np.ndarray  # (N, C, C) per-image confusion matrices
     b: np.ndarray
+    test_set: object = None
+
+    @property
+    def images_key(self) -> tuple[object, int]:
+        return (self.group[0] if self.test_set is None else self.test_set), len(self.a)
 
 
 @dataclass(frozen=True)
@@ -119,38 +126,60 @@ class GainEstimate:
     gain: float
     low: float
     high: float
-    p_value: float  # two-sided, from the same resamples as the interval: p < 1 - level iff the interval excludes 0
+    p_value: float  # seed-aware: paired t-test over the cells' gains; else from the image bootstrap
     p_improve: float  # share of pairs whose strategy run beats its reference run (ties count half)
-    seed_aware: bool  # some group had several seeds, so the interval covers seed-to-seed spread too
+    seed_aware: bool  # some group had several seeds, so interval and p-value cover seed-to-seed spread
     n_pairs: int
+
+
+def _shared_counts(keys: Sequence[tuple[object, int]], n_boot: int, rng: np.random.Generator,
+                   ) -> dict[tuple[object, int], np.ndarray]:
+    """One image resample per test set and replicate, shared by every run tested on it."""
+    return {key: _resample_counts_rng(key[1], n_boot, rng) for key in dict.fromkeys(keys)}
 
 
 def hierarchical_paired_gain(pairs: Sequence[PairedRuns], n_boot: int = 1000, seed: int = 0, level: float = 0.95,
                              ) -> GainEstimate:
     """Mean over pairs of mIoU(a) - mIoU(b), with a hierarchical paired bootstrap.
 
-    Each resample draws, within every group, as many seeds as it has with replacement, and within
-    each drawn pair the test images with replacement (the same images for both runs of the pair).
-    With one seed per group this is the image-only paired bootstrap; the estimate says which.
+    Each replicate draws one resample of each test set's images (the same for every seed and both
+    runs of a pair, since all were tested on those images) and, within every group, its seeds with
+    replacement. With one seed per group this is the image-only paired bootstrap, and the p-value
+    comes from it; with several seeds the p-value is a paired t-test over the cells' gains (degrees
+    of freedom: cells - 1), since a bootstrap over three seeds is far too optimistic.
     """
     if not pairs:
         raise ValueError("paired bootstrap needs at least one pair of runs")
     rng = np.random.default_rng(seed)
-    deltas = np.empty((len(pairs), n_boot))
-    points = np.empty(len(pairs))
-    for i, pair in enumerate(pairs):
-        a, b = pair.a, pair.b
-        if a.shape != b.shape:
-            raise ValueError(f"paired runs need the same test images: {a.shape} vs {b.shape}")
-        counts = _resample_counts_rng(len(a), n_boot, rng)
-        deltas[i] = _image_boot(a, counts) - _image_boot(b, counts)
-        points[i] = float(mean_iou(a.sum(axis=0))) - float(mean_iou(b.sum(axis=0)))
+    for pair in pairs:
+        if pair.a.shape != pair.b.shape:
+            raise ValueError(f"paired runs need the same test images: {pair.a.shape} vs {pair.b.shape}")
+    counts = _shared_counts([p.images_key for p in pairs], n_boot, rng)
+    deltas = np.stack([_image_boot(p.a, counts[p.images_key]) - _image_boot(p.b, counts[p.images_key])
+                       for p in pairs])
+    points = np.array([float(mean_iou(p.a.sum(axis=0))) - float(mean_iou(p.b.sum(axis=0))) for p in pairs])
     boot_gain = _resample_seeds(deltas, [pair.group for pair in pairs], rng)
     lo, hi = np.nanpercentile(boot_gain, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
-    below, above = (np.sum(boot_gain <= 0) + 1) / (n_boot + 1), (np.sum(boot_gain >= 0) + 1) / (n_boot + 1)
+    seed_aware = len({pair.group for pair in pairs}) < len(pairs)
+    if seed_aware:
+        p_value = _paired_t(points)
+    else:
+        below, above = (np.sum(boot_gain <= 0) + 1) / (n_boot + 1), (np.sum(boot_gain >= 0) + 1) / (n_boot + 1)
+        p_value = float(min(1.0, 2 * min(below, above)))
     p_improve = float(np.mean(points > 0) + 0.5 * np.mean(points == 0))
-    return GainEstimate(float(np.mean(points)), float(lo), float(hi), float(min(1.0, 2 * min(below, above))),
-                        p_improve, len({pair.group for pair in pairs}) < len(pairs), len(pairs))
+    return GainEstimate(float(np.mean(points)), float(lo), float(hi), p_value, p_improve, seed_aware, len(pairs))
+
+
+def _paired_t(gains: np.ndarray) -> float:
+    """Two-sided p of a one-sample t-test of the cells' gains against 0 (scipy.stats)."""
+    from scipy import stats
+
+    gains = gains[np.isfinite(gains)]
+    if len(gains) < 2:
+        return 1.0
+    if np.ptp(gains) == 0:  # no spread: exact (0 when every cell gains the same nonzero amount)
+        return 1.0 if gains[0] == 0 else 0.0
+    return float(stats.ttest_1samp(gains, 0.0).pvalue)
 
 
 def _image_boot(per_image: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -160,28 +189,34 @@ def _image_boot(per_image: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 
 def _resample_seeds(values: np.ndarray, groups: Sequence[tuple[object, ...]], rng: np.random.Generator) -> np.ndarray:
-    """Per resample b: the mean over runs after drawing, within each group, its runs (seeds) with replacement.
+    """Per replicate b: the mean of the runs drawn, within each group, with replacement (seeds).
 
-    ``values`` is (runs, n_boot): each run's image-resampled statistic; column b of a drawn run is used in resample b.
+    ``values`` is (runs, n_boot): each run's statistic under replicate b's image resample.
     """
     n_boot = values.shape[1]
     members: dict[tuple[object, ...], list[int]] = {}
     for i, group in enumerate(groups):
         members.setdefault(group, []).append(i)
-    total = np.zeros(n_boot)
     columns = np.arange(n_boot)[:, None]
+    drawn = []
     for idx_list in members.values():
         idx = np.asarray(idx_list)
-        drawn = idx[rng.integers(0, len(idx), (n_boot, len(idx)))] if len(idx) > 1 else np.repeat(idx[None], n_boot, 0)
-        total += np.nansum(values[drawn, columns], axis=1)
-    return total / len(groups)
+        picks = idx[rng.integers(0, len(idx), (n_boot, len(idx)))] if len(idx) > 1 else np.repeat(idx[None], n_boot, 0)
+        drawn.append(values[picks, columns])
+    with np.errstate(all="ignore"):
+        return np.nanmean(np.concatenate(drawn, axis=1), axis=1)
 
 
 def hierarchical_miou(runs: Sequence[tuple[tuple[object, ...], np.ndarray]], n_boot: int = 1000, seed: int = 0,
                       level: float = 0.95) -> tuple[float, float, float]:
-    """Mean mIoU over runs (group, per-image confusions) with the same seed-then-image bootstrap: (mean, low, high)."""
+    """Mean mIoU over runs (group, per-image confusions) with the same seed-then-image bootstrap: (mean, low, high).
+
+    Runs of one group's dataset share each replicate's image resample, as in :func:`hierarchical_paired_gain`.
+    """
     rng = np.random.default_rng(seed)
-    values = np.stack([_image_boot(x, _resample_counts_rng(len(x), n_boot, rng)) for _, x in runs])
+    keys = [(g[0], len(x)) for g, x in runs]
+    counts = _shared_counts(keys, n_boot, rng)
+    values = np.stack([_image_boot(x, counts[k]) for (_, x), k in zip(runs, keys, strict=True)])
     boot = _resample_seeds(values, [g for g, _ in runs], rng)
     lo, hi = np.nanpercentile(boot, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
     return float(np.mean([float(mean_iou(x.sum(axis=0))) for _, x in runs])), float(lo), float(hi)
@@ -206,7 +241,8 @@ def holm_adjust(p_values: Sequence[float]) -> list[float]:
 def paired_bootstrap_gain(pairs: Sequence[tuple[np.ndarray, np.ndarray]], n_boot: int = 1000, seed: int = 0,
                           level: float = 0.95) -> tuple[float, float, float]:
     """Mean over pairs of mIoU(a) - mIoU(b), each pair on the same test images, resampling images only."""
-    est = hierarchical_paired_gain([PairedRuns((i,), a, b) for i, (a, b) in enumerate(pairs)], n_boot, seed, level)
+    est = hierarchical_paired_gain([PairedRuns((i,), a, b, test_set=i) for i, (a, b) in enumerate(pairs)], n_boot,
+                                   seed, level)
     return est.gain, est.low, est.high
 
 

@@ -40,9 +40,10 @@ def leaderboard_caption(doc: dict[str, Any]) -> str:
     interval = {"seeds and test images": "95% CI over training seeds and test images (hierarchical paired bootstrap)",
                 "test images only": "95% CI over test images only (one seed per cell: seed-to-seed spread NOT "
                                     "covered)"}.get(doc.get("interval") or "", "95% CI (mixed: see rows)")
-    parts = ["mIoU in %, gains in points", interval,
-             f"* = significant at 5% after Holm over {doc.get('comparisons', 0)} strategies; P(win) = share of "
-             "matched pairs the strategy wins"]
+    test = ("p: paired t-test over the matched cells' gains; * = significant at 5% after Holm over "
+            f"{doc.get('comparisons', 0)} strategies" if doc.get("interval") == "seeds and test images" else
+            "no significance is claimed with one seed per cell (train more seeds)")
+    parts = ["mIoU in %, gains in points", interval, test, "P(win) = share of matched pairs the strategy wins"]
     if doc.get("selection"):
         parts.append(f"weights: {_SELECTION.get(doc['selection'], doc['selection'])}")
     if doc.get("budget"):
