@@ -204,6 +204,7 @@ class StrongViewConfig(_Strict):
 
     jitter: float = Field(0.4, ge=0, le=1)
     cutmix: bool = True
+    share: float = Field(1.0, gt=0, le=1)  # of every batch (its last images): self-training's unlabeled share
 
 
 class TrainConfig(_Strict):
@@ -300,6 +301,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: dict[object, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` then overrides: legitimate, merged below
+                continue
             key = self.construct_object(key_node, deep=deep)
             line = key_node.start_mark.line + 1
             if key in seen:

@@ -207,8 +207,11 @@ def print_leaderboard(console: Console, doc: dict[str, Any], title: str) -> None
     for warning in doc["warnings"]:
         console.print(f"[yellow]WARNING[/yellow] {warning}", highlight=False)
     for c in doc.get("controls", []):
+        iters = c.get("iterations", {})
+        note = (f" (iterations differ: {iters[c['strategy']]} vs {iters[c['control']]}, budget real_samples)"
+                if iters and iters.get(c["strategy"]) != iters.get(c["control"]) else "")
         console.print(f"{c['strategy']} vs its control {c['control']} (same strong augmentation, no pseudo-labels): "
-                      f"{100 * c['gain']:+.2f} [{100 * c['ci95'][0]:+.2f}, {100 * c['ci95'][1]:+.2f}] points",
+                      f"{100 * c['gain']:+.2f} [{100 * c['ci95'][0]:+.2f}, {100 * c['ci95'][1]:+.2f}] points{note}",
                       highlight=False)
     if "noise_ablation" in doc:
         na = doc["noise_ablation"]

@@ -121,6 +121,7 @@ class RunDir:
         self.last = self.checkpoints / "last.pt"
         self.best = self.checkpoints / "best.pt"
         self.log_path = self.root / "log.jsonl"
+        self.opened = False  # set by the trainer once it owns this run's files (status, log, run.yaml)
 
     def create(self) -> None:
         self.checkpoints.mkdir(parents=True, exist_ok=True)

@@ -185,3 +185,44 @@ def test_an_image_that_cannot_be_read_mid_training_is_a_clear_error(tiny_benchma
     assert "Traceback" not in err and victim.name in err
     state, reason = RunDir(cfg.output_dir).status()
     assert state == "failed" and victim.name in reason
+
+
+def test_yaml_merge_keys_may_override_and_tiny_repeats_are_refused() -> None:
+    from proveseg.config import parse_yaml_model
+    from proveseg.study.spec import StudyConfig
+
+    merged = ("name: s\nstrategies: [baseline]\n"
+              "datasets:\n  d:\n    train: &split {root: data/train, domains: [clear_day]}\n"
+              "    test: {<<: *split, root: data/test}\n")  # the merged key `root` is overridden: legitimate
+    study = parse_yaml_model(merged, "study.yaml", StudyConfig)
+    assert str(study.datasets["d"].test.root) == "data/test" and study.datasets["d"].test.domains == ["clear_day"]
+    with pytest.raises(ConfigError, match=r"repeat: Input should be greater than or equal to 0\.000001"):
+        parse_run_config("data: {real: [{name: x, root: r, repeat: 1e-20}]}\n")
+
+
+def test_a_failing_train_on_a_finished_run_leaves_it_done(tiny_benchmark: Path, tmp_path: Path) -> None:
+    cfg = _cfg(tiny_benchmark, tmp_path / "run", max_iters=2)
+    train(cfg)
+    broken = cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(update={
+        "test": [cfg.evaluation.test[0].model_copy(update={"root": tmp_path / "gone"})]})})
+    with pytest.raises(Exception, match="already holds a run"):
+        train(broken)
+    with pytest.raises(Exception, match="gone"):
+        train(broken, resume=True)  # resuming a finished run with a missing test set: refused, nothing touched
+    assert RunDir(cfg.output_dir).status()[0] == "done"
+
+
+def test_validation_images_that_are_test_images_are_refused(tiny_benchmark: Path, tmp_path: Path) -> None:
+    cfg = _cfg(tiny_benchmark, tmp_path / "run")
+    same = cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(update={"val": cfg.evaluation.test})})
+    with pytest.raises(ConfigError, match=r"image\(s\) are in both evaluation.val and evaluation.test"):
+        train(same)
+
+
+def test_a_results_root_with_several_stages_is_ranked_one_stage_at_a_time(tmp_path: Path) -> None:
+    for stage in ("stage1", "stage2"):
+        fake_run(tmp_path, stage, "baseline", 0, 0.3)
+        fake_run(tmp_path, stage, "gen_good", 0, 0.1)
+    with pytest.raises(ValueError, match="holds stages stage1, stage2: rank one at a time with --stage"):
+        build_leaderboard(tmp_path, None, n_boot=20, audit=False)
+    assert build_leaderboard(tmp_path, "stage2", n_boot=20, audit=False)["invalid"] == []

@@ -335,3 +335,31 @@ def test_a_copy_of_a_run_directory_is_not_counted_twice(trained: Path, tmp_path:
     reasons = {Path(i["run_dir"]).name: i["reason"] for i in doc["invalid"]}
     assert reasons[run.name + ".bak"].startswith("folder name 'unet_micro_ratio0p50_s0.bak' is not")
     assert reasons["unet_micro_ratio0p5_s0"] == f"duplicate of {run} (the same run twice)"
+
+
+def test_the_audit_survives_broken_files_and_a_moved_test_split(trained: Path, tiny_benchmark: Path,
+                                                                tmp_path: Path) -> None:
+    import shutil
+
+    results = _copy(trained, tmp_path)
+    gen = next(results.glob("stage1/gen_faithful/*/*"))
+    (gen / "confusion.npz").write_bytes(b"")
+    assert audit_run(gen).verdict == "inconsistent"
+    assert main(["audit", str(results)]) == 1  # a verdict per run, no traceback
+    bench = tmp_path / "bench"
+    shutil.copytree(tiny_benchmark, bench)
+    base = next(results.glob("stage1/baseline/*/*"))
+    (base / "run.yaml").write_text((base / "run.yaml").read_text().replace(str(tiny_benchmark), str(bench)))
+    shutil.rmtree(bench / "test")
+    moved = audit_run(base)
+    assert moved.verdict == "stale" and moved.reasons[-1].startswith("the test split cannot be read now")
+
+
+def test_two_studies_planning_one_path_differently_claim_nothing_there(trained: Path, tiny_benchmark: Path,
+                                                                       tmp_path: Path) -> None:
+    results = _copy(trained, tmp_path)
+    other = load_study(_study(tmp_path, tiny_benchmark, name="other.yaml", train={"max_iters": 9}))
+    store_study(other.model_copy(update={"name": "other"}))
+    doc = build_leaderboard(results, "stage1", n_boot=20)
+    assert doc["rows"] == [] and all("studies proof and other plan this path with different settings" in i["reason"]
+                                     or "studies other and proof" in i["reason"] for i in doc["invalid"])

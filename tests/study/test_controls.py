@@ -22,7 +22,7 @@ def _study(tmp_path: Path, root: Path, **over: object) -> Path:
                                       "test": {"root": str(root / "test"), "domains": ["fog", "night"]}}},
            "generators": {"faithful": {"manifest": str(root / "generated/faithful/manifest.csv")}},
            "strategies": ["baseline", "selftrain_adverse", "std_strong"], "models": ["unet_micro"], "seeds": [0],
-           "batch_size": 4, "augmentations": {"strong": {"strong_view": {"jitter": 0.3, "cutmix": True}}},
+           "batch_size": 4, "augmentations": {"strong": {"strong_view": {"jitter": 0.3, "cutmix": True, "share": 0.5}}},
            "selftrain": {"adverse": {"unlabeled": {"root": str(root / "train"), "domains": ["fog", "night"]},
                                      "unlabeled_share": 0.5, "control": "strong",
                                      "teacher": {"threshold": 0.0, "strong_jitter": 0.3, "cutmix": True}}},
@@ -48,8 +48,11 @@ def test_self_training_is_ranked_beside_its_strong_augmentation_control(tiny_ben
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"augmentations": {"strong": {"strong_view": {"jitter": 0.4, "cutmix": True}}}},
-     "its strong_view jitter=0.4 cutmix=True is not the teacher's"),
+    ({"augmentations": {"strong": {"strong_view": {"jitter": 0.4, "cutmix": True, "share": 0.5}}}},
+     "its strong_view jitter=0.4 cutmix=True share=0.5 is not the teacher's"),
+    ({"augmentations": {"strong": {"strong_view": {"jitter": 0.3, "cutmix": True}}}},
+     "its strong_view jitter=0.3 cutmix=True share=1.0 is not the teacher's"),
+    ({"selftrain": {"adverse": {"unlabeled_share": 0.5}}}, "selftrain.adverse needs a control"),
     ({"strategies": ["baseline", "selftrain_adverse"]}, "selftrain_adverse is planned without its control std_strong"),
     ({"augmentations": {}, "strategies": ["baseline", "selftrain_adverse"]}, "control .strong.: no such augmentation"),
 ])

@@ -100,13 +100,14 @@ def test_run_yaml_written_by_the_previous_version_still_loads(tiny_benchmark: Pa
 
 def test_a_self_training_strategy_runs_in_a_study(tiny_benchmark: Path, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    path = _study(tmp_path, tiny_benchmark, strategies=["baseline", "selftrain_adverse"],
+    path = _study(tmp_path, tiny_benchmark, strategies=["baseline", "selftrain_adverse", "std_strong"],
+                  augmentations={"strong": {"strong_view": {"jitter": 0.4, "cutmix": True, "share": 0.5}}},
                   selftrain={"adverse": {"unlabeled": {"root": str(tiny_benchmark / "train"),
                                                        "domains": ["fog", "night", "rainy"]},
-                                         "unlabeled_share": 0.5, "teacher": {"threshold": 0.0}}})
+                                         "unlabeled_share": 0.5, "teacher": {"threshold": 0.0}, "control": "strong"}})
     assert main(["plan", str(path), "--json"]) == 0
     planned = json.loads(capsys.readouterr().out)
-    assert planned["totals"] == {"baseline": 1, "selftrain_adverse": 1}
+    assert planned["totals"] == {"baseline": 1, "selftrain_adverse": 1, "std_strong": 1}
     runs = expand(load_study(path))
     st = next(r for r in runs if r.strategy == "selftrain_adverse").config
     assert st.data.unlabeled_share == 0.5 and st.data.unlabeled[0].domains == ["fog", "night", "rainy"]
@@ -114,7 +115,8 @@ def test_a_self_training_strategy_runs_in_a_study(tiny_benchmark: Path, tmp_path
     assert st.data.real[0].domains == ["clear_day"]  # stage 1: the labeled part stays clear-day
     for run in runs:
         train(run.config)
-    comp = json.loads((runs[1].run_dir / "composition.json").read_text())
+    comp = json.loads((next(r for r in runs if r.strategy == "selftrain_adverse").run_dir / "composition.json")
+                      .read_text())
     assert comp["strategy"] == {"name": "selftrain_adverse", "type": "ST",
                                 "shares": {"real": 0.5, "generated": 0.0, "noise": 0.0, "unlabeled": 0.5}}
     assert comp["consumed"]["per_kind"] == {"real": 6, "generated": 0, "noise": 0, "unlabeled": 6}

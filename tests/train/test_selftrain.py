@@ -89,7 +89,7 @@ def _selftrain_config(root: Path, out: Path, **train: object) -> RunConfig:
                  "unlabeled_share": 0.5, "batch_size": 4},
         "train": {"max_iters": 6, "eval_interval": 3, "log_interval": 1, "checkpoint_interval": 2,
                   "num_threads": 1, "selftrain": {"threshold": "adaptive", "st_warmup_iters": 2}, **train},
-        "evaluation": {"val": [{"name": "t", "root": str(root / "test"), "domains": ["fog"]}],
+        "evaluation": {"val": [{"name": "t", "root": str(root / "test"), "domains": ["night"]}],
                        "test": [{"name": "t", "root": str(root / "test"), "domains": ["fog"]}], "n_boot": 20}})
 
 

@@ -169,6 +169,20 @@ def _check_composition(cfg: RunConfig, data: Any, comp: dict[str, Any]) -> list[
     return problems
 
 
+def _check_run_length(cfg: RunConfig, run_dir: Path, comp: dict[str, Any]) -> list[str]:
+    """A run that stopped before max_iters must have stopped early by its own rule (recorded in its log)."""
+    from proveseg.rundir import read_log_lines
+
+    iterations = int(comp.get("consumed", {}).get("iterations", -1))
+    if iterations == cfg.train.max_iters:
+        return []
+    early = any(r.get("early_stop") and r.get("iteration") == iterations for r in read_log_lines(run_dir / "log.jsonl"))
+    if cfg.train.early_stopping is not None and early:
+        return []
+    return [f"consumed.iterations {iterations} is not train.max_iters {cfg.train.max_iters}, and the log records no "
+            "early stop there"]
+
+
 def _check_metrics(cfg: RunConfig, run_dir: Path, names: list[str]) -> tuple[list[str], list[str]]:
     """(stale reasons, inconsistencies) of metrics.json against confusion.npz and the test split now."""
     from proveseg.evaluate.metrics import summarize
@@ -185,6 +199,10 @@ def _check_metrics(cfg: RunConfig, run_dir: Path, names: list[str]) -> tuple[lis
     problems = [] if class_names == names else [f"confusion.npz classes {class_names[:3]}... are not the run's"]
     if metrics.get("split", "test") != "test":
         problems.append(f"metrics.json holds the {metrics.get('split')} split, not the test split the run reports")
+    selection = "best_on_val" if cfg.evaluation.val else "final"
+    if metrics.get("selection", selection) != selection:
+        problems.append(f"metrics.json says selection {metrics.get('selection')!r}, but the run config makes it "
+                        f"{selection!r}")
     derived = summarize(result.per_image, result.domains, class_names, n_boot=cfg.evaluation.n_boot)
     problems += _mismatches(metrics, derived, "metrics.json ")
     return stale, problems
@@ -219,10 +237,15 @@ def audit_run(run_dir: Path) -> AuditResult:
         return out
     recorded = comp.get("source_hashes", {})
     changed = sorted(k for k in set(recorded) | set(data.hashes) if recorded.get(k) != data.hashes.get(k))
-    stale, problems = _check_metrics(cfg, run_dir, list(resolve_class_set(cfg.data.class_set).names))
+    try:
+        stale, problems = _check_metrics(cfg, run_dir, list(resolve_class_set(cfg.data.class_set).names))
+    except (OSError, ValueError) as exc:  # the test split cannot be read as configured now
+        stale, problems = [f"the test split cannot be read now: {exc}"[:300]], []
+    except Exception as exc:  # a truncated or foreign confusion.npz / metrics.json: numpy and json raise many types
+        stale, problems = [], [f"unreadable metrics.json or confusion.npz ({type(exc).__name__}: {exc})"[:300]]
     stale = [f"the records of source {k} changed since training" for k in changed] + stale
     if not changed:
-        problems = _check_composition(cfg, data, comp) + problems
+        problems = _check_composition(cfg, data, comp) + _check_run_length(cfg, run_dir, comp) + problems
     out.verdict = "stale" if stale else ("inconsistent" if problems else "verified")
     out.reasons = stale or problems
     out.seconds = time.perf_counter() - start

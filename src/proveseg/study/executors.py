@@ -142,6 +142,8 @@ class _LocalRunner:
                                 stderr=subprocess.STDOUT, pass_fds=(lock.fd,), preexec_fn=_die_with_parent)
         lock.release()  # the trainer holds it now (the same open file, inherited)
         self.active.append(_Active(proc, run, gpu, log))
+        if self.stopping:  # a stop that arrived while this run was prepared reaches its trainer too
+            proc.send_signal(signal.SIGTERM)
 
     def reap(self) -> None:
         for item in list(self.active):

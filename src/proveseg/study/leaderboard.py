@@ -144,7 +144,10 @@ def _check(run_dir: Path, key: RunKey, cfg: RunConfig | None, checks: Checks) ->
         return f"cannot be checked: {type(exc).__name__}: {exc}"
     if why or not checks.audit:
         return why
-    result = audit_run(run_dir)
+    try:
+        result = audit_run(run_dir)
+    except Exception as exc:  # the audit must never take the whole results root down with one run
+        return f"audit: could not run ({type(exc).__name__}: {exc})"
     return None if result.verdict == "verified" else f"audit: {result.verdict}: " + "; ".join(result.reasons[:2])
 
 
@@ -183,6 +186,14 @@ def _key(r: RunKey) -> RunKey:
     return RunKey(r.stage, r.strategy, r.dataset, r.model, r.ratio, r.seed)
 
 
+def _world_size(run: RunRecord) -> int:
+    try:
+        return int(json.loads((run.run_dir / "composition.json").read_text(encoding="utf-8"))["requested"]
+                   .get("world_size", 1))
+    except (OSError, ValueError, KeyError, TypeError):
+        return 1
+
+
 def _cell_consistency(runs: list[RunRecord]) -> list[RunRecord]:
     """Runs whose settings differ from their cell's baseline (other than what their strategy varies): INVALID."""
     base = {(r.stage, r.cell): r for r in runs if r.invalid is None and r.strategy == BASELINE and r.config}
@@ -191,6 +202,8 @@ def _cell_consistency(runs: list[RunRecord]) -> list[RunRecord]:
         ref = base.get((r.stage, r.cell))
         if r.invalid is None and ref is not None and r is not ref and r.config is not None:
             diffs = setting_differences(r.config, ref.config)  # type: ignore[arg-type]
+            if _world_size(r) != _world_size(ref):  # the global batch is batch_size x world size
+                diffs.append(f"world size: {_world_size(ref)} in the baseline, {_world_size(r)} found")
             if diffs:
                 r = replace(r, invalid=f"settings differ from the baseline of its cell {list(r.cell)}: "
                                       + "; ".join(d.replace("expected", "in the baseline") for d in diffs[:3]),
@@ -357,6 +370,9 @@ def rank_runs(results_root: str | Path, stage: str | None = None, n_boot: int = 
     """The leaderboard document and every run record it was built from (checked, valid or INVALID)."""
     reference = StudyReference.load(Path(results_root), studies)
     runs = collect_runs(results_root, stage, Checks(reference, audit))
+    stages = sorted({r.stage for r in runs})
+    if stage is None and len(stages) > 1:  # a stage-1 run is no pair for a stage-2 baseline
+        raise ValueError(f"{results_root} holds stages {', '.join(stages)}: rank one at a time with --stage")
     invalid = [{"run_dir": str(r.run_dir), "reason": r.invalid} for r in runs if r.invalid]
     valid = [r for r in runs if r.invalid is None]
     by_label: dict[str, list[RunRecord]] = defaultdict(list)
@@ -402,15 +418,16 @@ def rank_runs(results_root: str | Path, stage: str | None = None, n_boot: int = 
     return doc, runs
 
 
-def _strong_view_of(runs: list[RunRecord]) -> tuple[float, bool] | None:
-    """The (jitter, cutmix) of the strong view a strategy's runs applied (self-training's teacher, or a control's)."""
+def _strong_view_of(runs: list[RunRecord]) -> tuple[float, bool, float] | None:
+    """(jitter, cutmix, share of the batch) of the strong view a strategy's runs applied: self-training's teacher on
+    its unlabeled share, or a control's on as many labeled images."""
     cfg = runs[0].config
     if cfg is None:
         return None
     if cfg.train.selftrain is not None:
-        return cfg.train.selftrain.strong_jitter, cfg.train.selftrain.cutmix
+        return cfg.train.selftrain.strong_jitter, cfg.train.selftrain.cutmix, cfg.data.unlabeled_share
     if cfg.train.strong_view is not None:
-        return cfg.train.strong_view.jitter, cfg.train.strong_view.cutmix
+        return cfg.train.strong_view.jitter, cfg.train.strong_view.cutmix, cfg.train.strong_view.share
     return None
 
 
@@ -424,9 +441,11 @@ def _controls(by_label: dict[str, list[RunRecord]], cells: list[Cell], n_boot: i
         for other, control in sorted(by_label.items()):
             if parse_strategy(other).type == "Std" and _strong_view_of(control) == _strong_view_of(runs):
                 est = _paired_gain(runs, {r.cell: r for r in control}, cells, n_boot, seed)
+                iters = [sorted({r.config.train.max_iters for r in rs if r.config is not None})
+                         for rs in (runs, control)]
                 out.append({"strategy": label, "control": other, "gain": est.gain, "ci95": [est.low, est.high],
                             "p_value": est.p_value, "interval": "seeds and test images" if est.seed_aware
-                            else "test images only"})
+                            else "test images only", "iterations": {label: iters[0], other: iters[1]}})
     return out
 
 

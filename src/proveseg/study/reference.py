@@ -59,6 +59,7 @@ class StudyReference:
     planned: dict[Path, tuple[str, RunConfig]] = field(default_factory=dict)
     studies: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    conflicts: dict[Path, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, results_root: Path, paths: Iterable[Path] | None = None) -> StudyReference:
@@ -75,16 +76,30 @@ class StudyReference:
                 continue
             if study.results_root.resolve() != root:  # a copy moved with its results: plan where they are now
                 study = study.model_copy(update={"results_root": results_root})
+            try:
+                runs = expand(study, apply_top_k=False)
+            except (ValueError, KeyError) as exc:
+                ref.errors.append(f"{path}: {exc}")
+                continue
             ref.studies.append(study.name)
-            for run in expand(study, apply_top_k=False):
-                ref.planned[run.run_dir.resolve()] = (study.name, run.config)
+            for run in runs:
+                ref._add(run.run_dir.resolve(), study.name, run.config)
         return ref
+
+    def _add(self, run_dir: Path, name: str, cfg: RunConfig) -> None:
+        """Plan a path; two studies that plan one path differently make it nobody's (and say so)."""
+        other = self.planned.get(run_dir)
+        if other is not None and other[0] != name and config_differences(cfg, other[1]):
+            self.conflicts[run_dir] = f"studies {other[0]} and {name} plan this path with different settings"
+        self.planned[run_dir] = (name, cfg)
 
     def __bool__(self) -> bool:
         return bool(self.studies)
 
     def check(self, run_dir: Path, cfg: RunConfig | None) -> str | None:
         """Why the run at ``run_dir`` is not what its study planned there, else None."""
+        if run_dir.resolve() in self.conflicts:
+            return self.conflicts[run_dir.resolve()]
         entry = self.planned.get(run_dir.resolve())
         if entry is None:
             return f"not a run of study {', '.join(self.studies)}: nothing is planned at this path"

@@ -49,11 +49,19 @@ def split_source(name: str, split: SourceConfig, domains: list[str] | None = Non
 
 
 class DatasetSpec(_Strict):
+    """A dataset's splits; validation and test must be different images (checked again per run at training)."""
+
     class_set: str = "cityscapes19"
     train: SplitSpec
     val: SplitSpec | None = None
     test: SplitSpec
     repeat: Repeat = 1.0
+
+    @model_validator(mode="after")
+    def _check(self) -> DatasetSpec:
+        if self.val is not None and self.val.model_dump(exclude={"name"}) == self.test.model_dump(exclude={"name"}):
+            raise ValueError("val and test are the same split: best.pt would be chosen on the test images")
+        return self
 
 
 class GeneratorSpec(_Strict):
@@ -132,6 +140,15 @@ class StudyConfig(_Strict):
     budget: Literal["iterations", "real_samples"] = "iterations"
     slurm: SlurmSpec = SlurmSpec()
 
+    def _generated_ratios(self) -> set[float]:
+        """Every ratio a run of a ratio-using strategy is planned at, in any stage (the ablation's defaults too)."""
+        from proveseg.study.matrix import DEFAULT_ABLATION_RATIOS
+
+        ratios = set(self.ratios)
+        for stage, spec in self.stages.items():
+            ratios |= set(spec.ratios or (DEFAULT_ABLATION_RATIOS if stage == "ratio-ablation" else self.ratios))
+        return ratios
+
     @model_validator(mode="after")
     def _check(self) -> StudyConfig:
         unknown = sorted(set(self.stages) - set(STAGES))
@@ -155,6 +172,9 @@ class StudyConfig(_Strict):
             raise ValueError(f"models {unknown_models} are not in the registry; valid: {', '.join(MODELS)}")
         if self.results_root.exists() and not self.results_root.is_dir():
             raise ValueError(f"results_root {self.results_root} is a file, not a folder")
+        if self.budget == "real_samples" and 0.0 in self._generated_ratios():
+            raise ValueError("budget real_samples cannot equalise a run at ratio 0 (it consumes no real sample): drop "
+                             "ratio 0 (the ratio ablation's default includes it) or use budget: iterations")
         canonical = [parse_strategy(x).canonical for x in self.strategies]  # selftrain = selftrain_default
         _no_repeats({"strategies": canonical, "models": self.models, "ratios": self.ratios, "seeds": self.seeds,
                      **{f"stages.{k}.{f}": v for k, s in self.stages.items()
@@ -166,17 +186,21 @@ class StudyConfig(_Strict):
 
 def _control_problem(name: str, spec: SelfTrainSpec, study: StudyConfig) -> str | None:
     """A self-training entry's control must exist, apply the teacher's strong view, and be run beside it."""
+    planned_st = f"selftrain_{name}" in {parse_strategy(s).canonical for s in study.strategies}
     if spec.control is None:
-        return None
+        return (f"selftrain.{name} needs a control: an augmentation whose strong_view is the teacher's, planned as "
+                "std_<control>, so that 'pseudo-labels help' is told apart from 'strong augmentation helps'"
+                if planned_st else None)
     aug = study.augmentations.get(spec.control)
     if aug is None:
         return f"selftrain.{name}.control {spec.control!r}: no such augmentation; known: {sorted(study.augmentations)}"
-    wanted = StrongViewConfig(jitter=spec.teacher.strong_jitter, cutmix=spec.teacher.cutmix)
+    wanted = StrongViewConfig(jitter=spec.teacher.strong_jitter, cutmix=spec.teacher.cutmix,
+                              share=spec.unlabeled_share)
     if aug.strong_view != wanted:
         return (f"selftrain.{name}.control {spec.control!r}: its strong_view {aug.strong_view} is not the teacher's "
                 f"({wanted}): the control must apply the same strong augmentation")
     planned = {parse_strategy(s).canonical for s in study.strategies}
-    if f"selftrain_{name}" in planned and f"std_{spec.control}" not in planned:
+    if planned_st and f"std_{spec.control}" not in planned:
         return f"selftrain_{name} is planned without its control std_{spec.control}: add it to strategies"
     return None
 

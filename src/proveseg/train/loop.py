@@ -106,7 +106,9 @@ def train(cfg: RunConfig, resume: bool = False, stop_after: int | None = None, p
     except (Preempted, RunLocked, ResumeRefused):  # the run directory is not this call's to mark failed
         raise
     except BaseException as exc:
-        if rank == 0 and run.root.exists():
+        # only a run this call opened is marked failed: an error before that (a refusal, a missing source)
+        # leaves a finished or interrupted run exactly as it was
+        if rank == 0 and run.opened:
             run.set_status("failed", f"{type(exc).__name__}: {exc}".replace("\n", " "))
         raise
     finally:
@@ -140,6 +142,11 @@ def _evaluation_sets(cfg: RunConfig, data: TrainingData) -> tuple[RecordTable | 
         if records is not None:
             preflight_labels(records, data.class_set)
         out.append(records)
+    if out[0] is not None and out[1] is not None:  # weights chosen on validation must never have seen the test set
+        shared = sorted(set(out[0].image.tolist()) & set(out[1].image.tolist()))
+        if shared:
+            raise ConfigError(f"{cfg.name}: {len(shared)} image(s) are in both evaluation.val and evaluation.test "
+                              f"(e.g. {shared[0]}): best.pt would be chosen on test images")
     return out[0], out[1]
 
 
@@ -171,6 +178,7 @@ def _open_run_dir(session: Session, state: TrainState) -> None:
     """Rank 0: stale temp files gone, the log of a discarded attempt gone, run.yaml and status written."""
     run = session.run
     run.create()
+    run.opened = True
     run.remove_stale_temp_files()
     if state.iteration == 0:
         run.log_path.unlink(missing_ok=True)  # a start without a checkpoint starts over, its log too
@@ -183,15 +191,15 @@ def _prepare(cfg: RunConfig, run: RunDir, resume: bool, device: torch.device, ra
              world: int) -> tuple[Session, TrainState]:
     """Everything checked and built before the first step: strategy, data, state, resume, run directory."""
     cfg = resolve_class_set_in(cfg)
+    if not resume and (run.last.exists() or run.status()[0] in ("done", "running")):
+        raise ResumeRefused(f"{run.root} already holds a run ({run.status()[0]}); resume it with --resume "
+                            "or choose another output_dir")
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     strategy = _check_config(cfg)
     data = build_training_data(cfg.data, world)  # refuses empty groups etc. before any training
     val_records, test_records = _evaluation_sets(cfg, data)
     session = Session(cfg, run, data, strategy, device, rank, world, val_records, test_records)
-    if not resume and (run.last.exists() or run.status()[0] in ("done", "running")):
-        raise ResumeRefused(f"{run.root} already holds a run ({run.status()[0]}); resume it with --resume "
-                            "or choose another output_dir")
     state = TrainState(cfg, data.class_set, len(data.records), device,
                        fingerprint(cfg, data.class_set, data.hashes, data.spec.world_size))
     _preflight_step(state, data)

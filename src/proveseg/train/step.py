@@ -75,9 +75,11 @@ def _inputs(state: TrainState, batch: dict[str, Any], opts: StepOptions, micro_i
         images = images.contiguous(memory_format=torch.channels_last)
     masks = batch["mask"].to(opts.device, non_blocking=True)
     sv = state.train_cfg.strong_view
-    if sv is not None:  # the strong-augmentation control: labeled images (and their masks) get the strong view
+    if sv is not None:  # the strong-augmentation control: as many labeled images as ST has unlabeled ones
         generator = torch.Generator().manual_seed(state.train_cfg.seed * 1_000_003 + micro_index + 500_009)
-        images, masks = strong_view(images, masks, sv.jitter, sv.cutmix, generator)
+        k = max(1, round(sv.share * len(images)))
+        strong, strong_masks = strong_view(images[-k:], masks[-k:], sv.jitter, sv.cutmix, generator)
+        images, masks = torch.cat([images[:-k], strong]), torch.cat([masks[:-k], strong_masks])
     unlabeled = torch.tensor([k == "unlabeled" for k in batch["kind"]], device=opts.device)
     st = state.selftrain
     if st is None or not bool(unlabeled.any()):
