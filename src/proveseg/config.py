@@ -40,7 +40,7 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # .inf/.nan: never a setting
 
 
 class GeneratedSourceConfig(_Strict):
@@ -64,6 +64,8 @@ class NoiseConfig(_Strict):
 
 
 Size = tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]  # (H, W) in pixels
+Probability = Annotated[float, Field(ge=0, le=1)]
+ClassId = Annotated[int, Field(ge=0, le=254)]
 
 
 class TransformConfig(_Strict):
@@ -188,7 +190,8 @@ class SelfTrainConfig(_Strict):
     the confident pixels on strong views (photometric jitter + CutMix)."""
 
     teacher_decay: float = Field(0.99, gt=0, lt=1)
-    threshold: float | dict[int, float] | Literal["adaptive"] = 0.9  # global, class-wise, or adaptive
+    # global, class-wise ({class id: threshold}, others 0.9), or adaptive; thresholds are probabilities
+    threshold: Probability | dict[ClassId, Probability] | Literal["adaptive"] = 0.9
     adaptive_quantile: float = Field(0.5, gt=0, lt=1)  # adaptive: per-class quantile of teacher confidence
     adaptive_floor: float = Field(0.5, ge=0, lt=1)  # adaptive thresholds never go below this
     adaptive_momentum: float = Field(0.9, ge=0, lt=1)
@@ -244,7 +247,7 @@ class TrainConfig(_Strict):
     amp: Literal["none", "bf16", "fp16"] = "none"  # CUDA only
     channels_last: bool = False  # CUDA only
     compile: bool = False
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")  # auto | cpu | cuda | cuda:N
     seed: int = 0  # model initialisation and torch RNG
     num_threads: int | None = Field(None, ge=1)  # torch CPU threads
 

@@ -39,6 +39,13 @@ ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "sr
      "the generated group's share 1e-07 of batches of 8 rounds to no sample in the run's 10 batches"),
     ("data: {}\ntrain: {best_metric: dice}\n", "'dice' is not a metric"),
     ("data: {}\nevaluation: {mode: slide, crop: [0, 4], stride: [2, 2]}\n", "crop.0: Input should be greater"),
+    ("data: {real: [{name: x, root: r, take: [0.5, 0.2]}]}\n", "take [0.5, 0.2]: expected [start, end)"),
+    ("data: {real: [{name: x, root: r, domains: []}]}\n", "domains is an empty list: it keeps nothing"),
+    ("data: {}\ntrain: {device: gpu7}\n", "train.device: String should match pattern"),
+    ("data: {}\ntrain: {optimizer: {lr: .inf}}\n", "train.optimizer.lr: Input should be a finite number"),
+    ("data: {}\ntrain: {grad_clip: .inf}\n", "train.grad_clip: Input should be a finite number"),
+    ("data: {unlabeled: [{name: u, root: r}], unlabeled_share: 0.5}\ntrain: {selftrain: {threshold: 2.0}}\n",
+     "threshold.constrained-float: Input should be less than or equal to 1"),
 ])
 def test_a_bad_config_fails_at_load_naming_the_field(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from proveseg.data.records import RecordTable
 from proveseg.fields import Repeat
@@ -49,7 +49,7 @@ class SourceBase(BaseModel):
     in a config, and implements :meth:`read`.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # .inf/.nan: never a setting
 
     name: str
     reader: str
@@ -59,6 +59,14 @@ class SourceBase(BaseModel):
     on_invalid: Literal["error", "skip"] = "error"
     take: tuple[float, float] | None = None  # keep this slice [start, end) of a seeded shuffle of the entries
     take_seed: int = 0  # the shuffle behind ``take`` (same seed + disjoint slices = disjoint subsets)
+
+    @model_validator(mode="after")
+    def _check_filters(self) -> SourceBase:
+        if self.take is not None and not 0.0 <= self.take[0] < self.take[1] <= 1.0:
+            raise ValueError(f"take {list(self.take)}: expected [start, end) with 0 <= start < end <= 1")
+        if self.domains is not None and not self.domains:
+            raise ValueError("domains is an empty list: it keeps nothing (leave it out, or null, to keep every domain)")
+        return self
 
     @abstractmethod
     def read(self) -> ReadResult:

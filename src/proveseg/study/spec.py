@@ -29,7 +29,7 @@ STAGES = ("stage1", "stage2", "ratio-ablation", "noise-ablation")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # .inf/.nan: never a setting
 
 
 def _name_optional(value: Any) -> Any:

@@ -131,6 +131,12 @@ def _check_config(cfg: RunConfig) -> Strategy:
     problem = strategy.plan_problem(cfg.data)
     if problem:
         raise ConfigError(f"{cfg.name}: {problem}")
+    st, classes = cfg.train.selftrain, resolve_class_set(cfg.data.class_set).num_classes
+    if st is not None and isinstance(st.threshold, dict) and max(st.threshold, default=0) >= classes:
+        raise ConfigError(f"{cfg.name}: train.selftrain.threshold names class {max(st.threshold)}, but the class "
+                          f"set has {classes} classes (ids 0..{classes - 1})")
+    if cfg.train.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"{cfg.name}: train.device {cfg.train.device!r}, but no CUDA device is available here")
     return strategy
 
 
