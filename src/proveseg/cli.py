@@ -209,21 +209,30 @@ def _study_runs(args: argparse.Namespace) -> tuple[Any, list[Any]]:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from proveseg.study.matrix import totals
+    from proveseg.study.preflight import study_problems
 
-    _, runs = _study_runs(args)
-    doc: dict[str, Any] = {"runs": [r.as_dict() for r in runs], "totals": totals(runs)}
+    study, runs = _study_runs(args)
+    problems = study_problems(study, runs)  # what `run` would hit, each with its cause and fix
+    doc: dict[str, Any] = {"runs": [r.as_dict() for r in runs], "totals": totals(runs), "problems": problems}
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True))
-        return 0
-    render.print_plan(_console(), doc, f"{args.study}: {len(runs)} runs (dry run: nothing started)")
-    return 0
+        return 1 if problems else 0
+    console = _console()
+    render.print_plan(console, doc, f"{args.study}: {len(runs)} runs (dry run: nothing started)")
+    for problem in problems:
+        console.print(f"[red]PROBLEM[/red] {problem}", highlight=False)
+    return 1 if problems else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from proveseg.study.executors import CHANGED, DONE, LOCKED, STOPPED, run_local, run_slurm
+    from proveseg.study.preflight import study_problems
     from proveseg.study.reference import store_study
 
     study, runs = _study_runs(args)
+    problems = study_problems(study, runs)
+    if problems:  # refused before anything starts: every run would fail the same way
+        raise ValueError("the study cannot run:\n  " + "\n  ".join(problems))
     store_study(study)  # the reference the leaderboard checks these runs against
     if args.executor == "slurm":
         out = run_slurm(runs, study.slurm, study.results_root / ".submitit", force=args.force)

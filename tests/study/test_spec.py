@@ -29,13 +29,17 @@ def _study(tmp_path: Path, **over: object) -> Path:
 
 def test_plan_lists_the_matrix_with_totals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _study(tmp_path)
-    assert main(["plan", str(path), "--stage", "noise-ablation"]) == 0
-    assert "32 jobs: 16 gen_random_noise + 16 baseline" in capsys.readouterr().out
-    assert main(["plan", str(path), "--json", "--strategies", "gen_cyclegan", "--datasets", "bdd"]) == 0
+    assert main(["plan", str(path), "--stage", "noise-ablation"]) == 1  # the matrix, and what run would hit
+    out = capsys.readouterr().out
+    assert "32 jobs: 16 gen_random_noise + 16 baseline" in out
+    assert "PROBLEM datasets.bdd.train: cannot be read (ReaderError: d/train/images: image folder not found)" in out
+    assert main(["plan", str(path), "--json", "--strategies", "gen_cyclegan", "--datasets", "bdd"]) == 1
     doc = json.loads(capsys.readouterr().out)
+    assert doc["problems"][-1].startswith("generators.cyclegan: manifest m.csv cannot be read")
     assert doc["totals"] == {"gen_cyclegan": 8}
     run = doc["runs"][0]
     assert set(run) == {"stage", "strategy", "dataset", "model", "ratio", "seed", "run_dir", "status"}
+    assert main(["run", str(path)]) == 2 and "the study cannot run" in capsys.readouterr().err
     assert run["status"] == "todo"
     assert run["run_dir"].endswith("stage1/gen_cyclegan/bdd/unet_tiny_ratio0p50_s0")
     assert not (tmp_path / "results").exists()  # a dry run starts nothing
@@ -91,3 +95,31 @@ def test_stage2_top_k_keeps_the_best_stage1_strategies(tmp_path: Path, monkeypat
     for name, error in (("baseline", 0.3), ("gen_a", 0.35), ("gen_b", 0.1), ("gen_c", 0.2)):
         fake_run(tmp_path / "results", "stage1", name, 0, error)
     assert sorted(r.strategy for r in expand(study, ["stage2"])) == ["baseline", "gen_b", "gen_c"]
+
+
+def test_plan_names_the_cause_of_what_run_would_hit(tiny_benchmark: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder without domain subfolders, a stage-1 split without clear-day images, a manifest of another dataset."""
+    flat = tmp_path / "flat"
+    for sub in ("images", "labels"):
+        (flat / sub).mkdir(parents=True)
+        for f in (tiny_benchmark / "train" / sub / "fog").iterdir():
+            (flat / sub / f.name).write_bytes(f.read_bytes())
+    doc = {"name": "s", "results_root": str(tmp_path / "r"), "strategies": ["baseline", "gen_faithful"],
+           "models": ["unet_micro"],
+           "generators": {"faithful": {"manifest": str(tiny_benchmark / "generated/faithful/manifest.csv")}},
+           "datasets": {"mine": {"train": {"root": str(flat), "domain": "fog"},
+                                 "val": {"root": str(flat)},
+                                 "test": {"root": str(tiny_benchmark / "test")}}}}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["plan", str(path), "--json"]) == 1
+    problems = json.loads(capsys.readouterr().out)["problems"]
+    assert len(problems) == 3, problems
+    assert problems[0].startswith("datasets.mine.train: stage-1 and ablation runs train on clear_day images only, "
+                                  "and this split has none (its domains: ['fog'])")
+    assert problems[1].startswith("datasets.mine.val: cannot be read (ReaderError:") and \
+        "needs `domain: <name>`" in problems[1]
+    assert problems[2].endswith("has no row for dataset 'mine' (its dataset column holds ['synthetic']): the column "
+                                "must equal the study's dataset name")
+    assert main(["run", str(path)]) == 2 and not (tmp_path / "r").exists()  # refused before anything started

@@ -1,0 +1,84 @@
+"""What ``run`` would hit, found by ``plan``: sources that do not resolve, stages that leave no data,
+generators without rows for a dataset. Each problem names its cause and the fix.
+
+Reads each distinct source once (folder listings, the manifest's dataset column), so it costs
+seconds, not a run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from proveseg.data.records import SOURCE_DOMAIN
+from proveseg.study.matrix import PlannedRun
+from proveseg.study.spec import StudyConfig
+
+__all__ = ["study_problems"]
+
+
+def _domains_of(source: object) -> tuple[list[str], str | None]:
+    """The domains a source's records hold (before its own ``domains`` filter), or why it cannot be read."""
+    from proveseg.readers import read_source
+
+    try:
+        records = read_source(source.model_copy(update={"domains": None, "take": None})).records  # type: ignore[attr-defined]
+    except Exception as exc:  # any reader error: named below with its source
+        return [], f"{type(exc).__name__}: {exc}"
+    return sorted(set(records.domain.tolist())), None
+
+
+def _manifest_datasets(path: Path) -> tuple[set[str], str | None]:
+    import csv
+
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            return {row.get("dataset", "") for row in csv.DictReader(fh)}, None
+    except (OSError, UnicodeDecodeError) as exc:
+        return set(), f"{type(exc).__name__}: {exc}"
+
+
+def _split_problems(study: StudyConfig, stages: set[str]) -> list[str]:
+    problems = []
+    for name, ds in study.datasets.items():
+        for split_name, split in (("train", ds.train), ("val", ds.val), ("test", ds.test)):
+            if split is None:
+                continue
+            domains, error = _domains_of(split.model_copy(update={"name": split.name or name}))
+            if error:
+                hint = (f"; a folder without domain subfolders needs `domain: <name>` (e.g. {SOURCE_DOMAIN})"
+                        if "no folder at level" in error else "")
+                problems.append(f"datasets.{name}.{split_name}: cannot be read ({error}){hint}")
+                continue
+            wanted = split.domains
+            if wanted and not set(wanted) & set(domains):
+                problems.append(f"datasets.{name}.{split_name}: keeps domains {wanted}, but its images are in "
+                                f"{domains}: fix domains (or the reader's domain option)")
+            if split_name == "train" and stages - {"stage2"} and SOURCE_DOMAIN not in domains:
+                problems.append(f"datasets.{name}.train: stage-1 and ablation runs train on {SOURCE_DOMAIN} images "
+                                f"only, and this split has none (its domains: {domains}); a folder without domain "
+                                f"subfolders needs `domain: {SOURCE_DOMAIN}` (or domain_level)")
+    return problems
+
+
+def _generator_problems(study: StudyConfig, runs: Sequence[PlannedRun]) -> list[str]:
+    problems = []
+    wanted = {(g.name, str(g.manifest), run.dataset) for run in runs for g in run.config.data.generated}
+    read: dict[str, tuple[set[str], str | None]] = {}
+    for gen, manifest, dataset in sorted(wanted):
+        if manifest not in read:
+            read[manifest] = _manifest_datasets(Path(manifest))
+            if read[manifest][1]:
+                problems.append(f"generators.{gen}: manifest {manifest} cannot be read ({read[manifest][1]})")
+        names, error = read[manifest]
+        if error:
+            continue
+        if dataset not in names:
+            problems.append(f"generators.{gen}: manifest {manifest} has no row for dataset {dataset!r} (its dataset "
+                            f"column holds {sorted(names)}): the column must equal the study's dataset name")
+    return problems
+
+
+def study_problems(study: StudyConfig, runs: Sequence[PlannedRun]) -> list[str]:
+    """Every problem ``run`` would meet with these runs, each naming its cause and fix; [] when none."""
+    return _split_problems(study, {r.stage for r in runs}) + _generator_problems(study, runs)
