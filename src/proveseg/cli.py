@@ -22,9 +22,11 @@ PREEMPTED_EXIT = 3  # training stopped on SIGTERM/SIGUSR2 with last.pt saved: re
 
 
 def _console(stderr: bool = False) -> Console:
-    """A console that does not squeeze tables to 80 columns when output is piped."""
+    """A console as wide as the terminal; piped output is ``COLUMNS`` wide when set, else 200 (not rich's 80)."""
     console = Console(stderr=stderr)
-    return console if console.is_terminal else Console(stderr=stderr, width=max(console.width, 200))
+    if console.is_terminal or os.environ.get("COLUMNS", "").strip().isdigit():
+        return console  # rich reads COLUMNS itself
+    return Console(stderr=stderr, width=200)
 
 
 def _device(choice: str) -> str:
@@ -89,6 +91,20 @@ def cmd_manifest_validate(args: argparse.Namespace) -> int:
         return 1 if failed else 0
     render.print_manifest_report(_console(), report, failed)
     return 1 if failed else 0
+
+
+def cmd_manifest_create(args: argparse.Namespace) -> int:
+    from proveseg.data.manifest_create import create_manifest
+
+    plan = create_manifest(Path(args.generated_dir), Path(args.originals), Path(args.labels),
+                           out=None if args.out is None else Path(args.out), dataset=args.dataset,
+                           layout=args.layout, target=args.target, source_domain=args.source_domain,
+                           image_ext=args.image_ext, label_suffix=args.label_suffix, label_ext=args.label_ext)
+    if args.json:
+        print(json.dumps(plan.as_dict(), indent=2, sort_keys=True))
+    else:
+        render.print_manifest_create(_console(), plan)
+    return 1 if plan.n_unmatched else 0
 
 
 def cmd_verify_batches(args: argparse.Namespace) -> int:
@@ -309,8 +325,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         quality = generator_quality(args.results_root, args.stage or "stage1", args.study, args.quality,
                                     _device("auto"), audit=not args.no_audit)
-    out = write_report(args.results_root, args.out, args.stage, studies=args.study, audit=not args.no_audit,
-                       quality=quality)
+    out = write_report(args.results_root, args.out or Path(args.results_root) / "report.html", args.stage,
+                       studies=args.study, audit=not args.no_audit, quality=quality)
     _console().print(f"wrote {out}", highlight=False)
     return 0
 
@@ -335,7 +351,11 @@ def cmd_curves(args: argparse.Namespace) -> int:
 
     from proveseg.train.diagnose import plot_curves
 
-    out = plot_curves([Path(r) for r in args.run_dirs], Path(args.out), args.metric)
+    runs = [Path(r) for r in args.run_dirs]
+    # default: beside the runs (their common folder), never the current directory by accident
+    default = runs[0] / "curves.png" if len(runs) == 1 else Path(os.path.commonpath([r.resolve() for r in runs])) / \
+        "curves.png"
+    out = plot_curves(runs, Path(args.out) if args.out else default, args.metric)
     _console().print(f"wrote {out}", highlight=False)
     return 0
 
@@ -350,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="generate the synthetic adverse-weather benchmark with its generators")
     p.add_argument("--out", default=DEFAULT_DATA, help=f"output folder (default {DEFAULT_DATA})")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the scenes and generators (default 0)")
     p.add_argument("--size", type=_size, default=(128, 256), help="HxW (default 128x256)")
     p.add_argument("--n-train", type=int, default=120, help="train scenes (each in every domain)")
     p.add_argument("--n-test", type=int, default=30, help="held-out test scenes (each in every domain)")
@@ -360,10 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print info.json instead of a table")
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("manifest", help="generated-image manifests: validate")
+    p = sub.add_parser("manifest", help="generated-image manifests: validate one, or create one from a folder")
     msub = p.add_subparsers(dest="manifest_command", required=True, metavar="ACTION")
     p = msub.add_parser("validate", help="check a manifest: rows, found, valid, rejected by reason")
-    p.add_argument("manifest")
+    p.add_argument("manifest", help="manifest file (csv or jsonl)")
     p.add_argument("--generator", default=None, help="generator name (default: the manifest's folder name)")
     p.add_argument("--dataset", type=_names, default=None, help="only these datasets (comma list)")
     p.add_argument("--deep", action="store_true", help="decode every image and label fully")
@@ -372,46 +392,65 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=None, help="data root that relative paths may not leave")
     p.add_argument("--allow-absolute", action="store_true", help="accept absolute paths in the manifest")
     p.add_argument("--on-invalid", choices=("error", "skip"), default="error", help="exit 1 on invalid rows if error")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_manifest_validate)
 
+    p = msub.add_parser("create", help="write a manifest for a folder of generated images, matched to originals")
+    p.add_argument("generated_dir", help="folder of generated images")
+    p.add_argument("--originals", required=True, help="folder of the original images, searched recursively by name")
+    p.add_argument("--labels", required=True, help="labels folder, same relative paths as under --originals")
+    p.add_argument("--out", default=None, help="manifest to write (default GENERATED_DIR/manifest.csv)")
+    p.add_argument("--dataset", default="custom", help="dataset column of every row (default custom)")
+    p.add_argument("--layout", choices=("target/name", "name_target", "flat"), default="target/name",
+                   help="target/name: <target>/<name>.<ext>; name_target: <name>_<target>.<ext>; "
+                        "flat: <name>.<ext> with --target (default target/name)")
+    p.add_argument("--target", default=None, help="the target domain of every image (--layout flat only)")
+    p.add_argument("--source-domain", default="clear_day", help="source_domain column (default clear_day)")
+    p.add_argument("--image-ext", type=_names, default=None,
+                   help="generated image extensions, comma list (default: every image extension)")
+    p.add_argument("--label-suffix", default="", help="added to the original's stem to name its label, e.g. _labelIds")
+    p.add_argument("--label-ext", default=".png", help="label file extension (default .png)")
+    p.add_argument("--json", action="store_true", help="print the counts as JSON")
+    p.set_defaults(func=cmd_manifest_create)
+
     p = sub.add_parser("verify-batches", help="load batches from a run config and show what they hold")
-    p.add_argument("config")
-    p.add_argument("--batches", type=int, default=3)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("config", help="run config (YAML)")
+    p.add_argument("--batches", type=int, default=3, help="batches to load (default 3)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_verify_batches)
 
     p = sub.add_parser("export-samples", help="write samples from the training loader for inspection")
-    p.add_argument("config")
-    p.add_argument("--n", type=int, default=20)
-    p.add_argument("--out", required=True)
+    p.add_argument("config", help="run config (YAML)")
+    p.add_argument("--n", type=int, default=20, help="samples to write (default 20)")
+    p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_export_samples)
 
     p = sub.add_parser("train", help="train one run from a run config (exact resume with --resume)")
-    p.add_argument("config")
+    p.add_argument("config", help="run config (YAML)")
     p.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoints/last.pt")
     p.add_argument("--output-dir", default=None, help="override the config's output_dir")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("diagnose", help="training diagnostics from a run's log.jsonl (peak, decline, ST health)")
-    p.add_argument("run_dir")
-    p.add_argument("--metric", default="mIoU")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("run_dir", help="run directory (with log.jsonl)")
+    p.add_argument("--metric", default="mIoU", help="validation metric to diagnose (default mIoU)")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
     p.set_defaults(func=cmd_diagnose)
 
     p = sub.add_parser("curves", help="validation and loss curves of one or more runs into a PNG")
-    p.add_argument("run_dirs", nargs="+")
-    p.add_argument("--out", default="curves.png")
-    p.add_argument("--metric", default="mIoU")
+    p.add_argument("run_dirs", nargs="+", help="run directories (with log.jsonl)")
+    p.add_argument("--out", default=None,
+                   help="output PNG (default: curves.png in the run directory, or the runs' common folder)")
+    p.add_argument("--metric", default="mIoU", help="validation metric to plot (default mIoU)")
     p.set_defaults(func=cmd_curves)
 
     p = sub.add_parser("evaluate", help="evaluate a run dir or checkpoint: metrics.json, confusion.npz, tables")
     p.add_argument("target", help="run directory or checkpoint file")
-    p.add_argument("--split", default="test", choices=("test", "val"))
+    p.add_argument("--split", default="test", choices=("test", "val"), help="evaluation split (default test)")
     p.add_argument("--data", default=None, help="run config whose evaluation sets to use")
     p.add_argument("--out", default=None, help="output folder (default: the run directory)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=cmd_evaluate)
 
     def proof_options(p: argparse.ArgumentParser) -> None:
@@ -422,30 +461,32 @@ def build_parser() -> argparse.ArgumentParser:
                        help="rank runs on their own records without re-deriving them (faster; the output says so)")
 
     def study_filters(p: argparse.ArgumentParser) -> None:
-        p.add_argument("study")
-        p.add_argument("--stage", default=None)
-        p.add_argument("--strategies", type=_names, default=None)
-        p.add_argument("--datasets", type=_names, default=None)
-        p.add_argument("--models", type=_names, default=None)
+        p.add_argument("study", help="study YAML")
+        p.add_argument("--stage", default=None, help="only this stage (default: all stages)")
+        p.add_argument("--strategies", type=_names, default=None, help="only these strategies (comma list)")
+        p.add_argument("--datasets", type=_names, default=None, help="only these datasets (comma list)")
+        p.add_argument("--models", type=_names, default=None, help="only these models (comma list)")
 
     p = sub.add_parser("plan", help="dry run: the job matrix of a study with each run's status")
     study_filters(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the runs and totals as JSON")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("run", help="run what is not done in a study (local processes or Slurm)")
     study_filters(p)
-    p.add_argument("--executor", choices=("local", "slurm"), default="local")
-    p.add_argument("--max-parallel", type=int, default=1)
+    p.add_argument("--executor", choices=("local", "slurm"), default="local",
+                   help="local processes or Slurm jobs (default local)")
+    p.add_argument("--max-parallel", type=int, default=1, help="local runs at a time (default 1)")
     p.add_argument("--gpus", default=None, help="comma list of GPU ids, one per parallel run")
     p.add_argument("--force", action="store_true", help="delete and rerun runs that are done")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("leaderboard", help="rank strategies on proven runs, with paired-bootstrap gains")
-    p.add_argument("results_root")
-    p.add_argument("--stage", default=None)
-    p.add_argument("--format", choices=("table", "md", "csv", "json"), default="table")
-    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("results_root", help="results root of a study")
+    p.add_argument("--stage", default=None, help="only this stage (default: all stages)")
+    p.add_argument("--format", choices=("table", "md", "csv", "json"), default="table",
+                   help="table (fits the terminal), Markdown, CSV or JSON (default table)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the intervals (default 1000)")
     proof_options(p)
     p.set_defaults(func=cmd_leaderboard)
 
@@ -458,8 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("quality", help="does generator quality predict utility: stats and consistency vs gain")
-    p.add_argument("results_root")
-    p.add_argument("--stage", default="stage1")
+    p.add_argument("results_root", help="results root of a study")
+    p.add_argument("--stage", default="stage1", help="stage whose gains are compared (default stage1)")
     p.add_argument("--limit", type=int, default=60, help="manifest rows per generator to measure, evenly spread")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     p.add_argument("--json", action="store_true", help="print the table and correlations as JSON")
@@ -467,35 +508,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_quality)
 
     p = sub.add_parser("report", help="one self-contained HTML report of a results root")
-    p.add_argument("results_root")
-    p.add_argument("--out", default="report.html")
-    p.add_argument("--stage", default=None)
+    p.add_argument("results_root", help="results root of a study")
+    p.add_argument("--out", default=None, help="output HTML file (default: RESULTS_ROOT/report.html)")
+    p.add_argument("--stage", default=None, help="only this stage (default: all stages)")
     p.add_argument("--quality", type=int, default=None, metavar="N",
                    help="also measure generator quality vs gain on N manifest rows per generator")
     proof_options(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("stats", help="generated vs original images: colour statistics and layout score")
-    p.add_argument("manifest")
-    p.add_argument("--class-set", default="cityscapes19")
+    p.add_argument("manifest", help="manifest file (csv or jsonl)")
+    p.add_argument("--class-set", default="cityscapes19", help="built-in name or class table (csv/yaml)")
     p.add_argument("--limit", type=int, default=None, help="at most this many rows, evenly spread")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the statistics as JSON")
     p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("consistency", help="semantic and layout consistency of generated images under a model")
-    p.add_argument("manifest")
+    p.add_argument("manifest", help="manifest file (csv or jsonl)")
     p.add_argument("--model", required=True, help="checkpoint file")
-    p.add_argument("--class-set", default="cityscapes19")
+    p.add_argument("--class-set", default="cityscapes19", help="built-in name or class table (csv/yaml)")
     p.add_argument("--limit", type=int, default=None, help="at most this many rows, evenly spread")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the consistency as JSON")
     p.set_defaults(func=cmd_consistency)
 
-    p = sub.add_parser("demo", help="end-to-end demo: benchmark, stage-1 study, leaderboard, report.html")
-    p.add_argument("--quick", action="store_true", help="a small benchmark and short runs (about 3 minutes)")
+    p = sub.add_parser("demo", help="end-to-end demo: benchmark, stage-1 study, leaderboard, report.html "
+                                    "(about 10 minutes on 2 cores; --quick: about 2 minutes)")
+    p.add_argument("--quick", action="store_true", help="a small benchmark and short runs (about 2 minutes; "
+                                                        "the full demo takes about 10 minutes on 2 cores)")
     p.add_argument("--data", default=None, help=f"benchmark folder (default {DEFAULT_DATA}[-quick])")
     p.add_argument("--results", default=None, help="results root (default results/demo[-quick])")
-    p.add_argument("--workers", type=int, default=workers)
+    p.add_argument("--workers", type=int, default=workers,
+                   help=f"processes for the benchmark and the runs (default {workers})")
     p.set_defaults(func=cmd_demo)
     return parser
 

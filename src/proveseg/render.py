@@ -9,12 +9,15 @@ commands which print little stay fast.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
-from proveseg.study.formatting import leaderboard_table, pct
+from proveseg.study.formatting import leaderboard_caption, leaderboard_header, leaderboard_table, pct
 
 if TYPE_CHECKING:
     from proveseg.data.manifest import ManifestReport
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "audit_table",
     "consistency_table",
+    "leaderboard_tables",
     "manifest_examples",
     "manifest_table",
     "members_table",
@@ -178,27 +182,104 @@ def consistency_table(report: dict[str, dict[str, dict[str, Any]]], title: str, 
     return table
 
 
-def plan_table(doc: dict[str, Any], title: str) -> Table:
-    """One row per planned run with its status (``doc["runs"]`` of ``proveseg plan --json``)."""
-    table = Table(title=title)
-    for col in ("stage", "strategy", "dataset", "model", "ratio", "seed", "status", "run dir"):
-        table.add_column(col, no_wrap=True)
+def _natural_width(console: Console, table: Table) -> int:
+    """The width ``table`` takes when nothing is squeezed (its columns never wrap numbers)."""
+    return Measurement.get(console, console.options.update_width(100_000), table).maximum
+
+
+def _fits(console: Console, table: Table) -> bool:
+    return _natural_width(console, table) <= console.width
+
+
+_PLAN_KEYS = ("stage", "strategy", "dataset", "model", "ratio", "seed", "status")
+_PLAN_LAYOUT = "<stage>/<strategy>/<dataset>/<model>_ratio<ratio>_s<seed>"
+
+
+def _plan_root(doc: dict[str, Any]) -> str | None:
+    """The study's results root when every run dir is ``<root>/<stage>/<strategy>/<dataset>/<name>``."""
+    roots = set()
     for r in doc["runs"]:
-        table.add_row(*(str(r[k]) for k in ("stage", "strategy", "dataset", "model", "ratio", "seed", "status",
-                                            "run_dir")))
+        path = PurePath(r["run_dir"])
+        if len(path.parts) < 4 or path.parts[-4:-1] != (r["stage"], r["strategy"], r["dataset"]):
+            return None
+        roots.add(str(path.parents[3]))
+    return roots.pop() if len(roots) == 1 else None
+
+
+def plan_table(doc: dict[str, Any], title: str, run_dirs: str = "full", compact: bool = False) -> Table:
+    """One row per planned run with its status (``doc["runs"]`` of ``proveseg plan --json``).
+
+    ``run_dirs``: ``full`` paths, ``relative`` to the study's results root, or ``none`` (no column; the
+    caption gives the layout under the root). ``compact`` drops the outer border and edge padding.
+    """
+    root = _plan_root(doc) if run_dirs != "full" else None
+    mode = run_dirs if root is not None else "full"
+    caption = {"relative": f"run dir: under {root}", "none": f"run dir: {_PLAN_LAYOUT} under {root}"}.get(mode)
+    table = Table(title=title, caption=caption, show_edge=not compact, pad_edge=not compact)
+    for col in _PLAN_KEYS:
+        table.add_column(col, no_wrap=True, overflow="fold")
+    if mode != "none":
+        table.add_column("run dir", no_wrap=True, overflow="fold")
+    for r in doc["runs"]:
+        cells = [str(r[k]) for k in _PLAN_KEYS]
+        if mode != "none":
+            path = PurePath(r["run_dir"])
+            cells.append(str(path.relative_to(root) if root is not None and mode == "relative" else path))
+        table.add_row(*cells)
     return table
 
 
 def print_plan(console: Console, doc: dict[str, Any], title: str) -> None:
-    """The plan table, then the number of jobs per stage."""
-    console.print(plan_table(doc, title))
+    """The plan table, then the number of jobs per stage.
+
+    The widest layout that fits the console: full run dirs, run dirs relative to the results root,
+    then no run-dir column (the caption gives the layout), then the same without the outer border.
+    """
+    layouts = [("full", False), ("relative", False), ("relative", True), ("none", False), ("none", True)]
+    tables = (plan_table(doc, title, run_dirs, compact) for run_dirs, compact in layouts)
+    table = next((t for t in tables if _fits(console, t)), None)
+    console.print(table or plan_table(doc, title, "none", compact=True))
     parts = " + ".join(f"{n} {s}" for s, n in doc["totals"].items())
     console.print(f"{len(doc['runs'])} jobs: {parts}", highlight=False)
 
 
+def _column_groups(console: Console, doc: dict[str, Any], columns: Sequence[int]) -> list[list[int]]:
+    """``columns`` (leaderboard header indices) split into runs whose table, with the strategy, fits."""
+    groups: list[list[int]] = []
+    for c in columns:
+        if groups and _fits(console, leaderboard_table(doc, None, sorted({1, *groups[-1], c}), caption=False)):
+            groups[-1].append(c)
+        else:
+            groups.append([c])
+    return groups
+
+
+def leaderboard_tables(console: Console, doc: dict[str, Any], title: str) -> list[Table]:
+    """The leaderboard as one table when it fits the console, else a main table then per-domain tables.
+
+    Each part keeps the strategy column; parts that are still too wide are split again, so that no
+    number is ever cut. Split tables carry no caption: ``print_leaderboard`` prints it after them.
+    """
+    full = leaderboard_table(doc, title)
+    if _fits(console, full):
+        return [full]
+    n = len(leaderboard_header(doc))
+    main = _column_groups(console, doc, [0, 2, 3, 4, 5, 6, 7, n - 1])
+    domains = _column_groups(console, doc, range(8, n - 1))
+    tables = [leaderboard_table(doc, title if i == 0 else None, sorted({1, *g}), caption=False)
+              for i, g in enumerate(main)]
+    tables += [leaderboard_table(doc, "per domain (mIoU in %)" if i == 0 else None, sorted({1, *g}), caption=False)
+               for i, g in enumerate(domains)]
+    return tables
+
+
 def print_leaderboard(console: Console, doc: dict[str, Any], title: str) -> None:
-    """The leaderboard table, then INVALID runs, warnings and ablation readings."""
-    console.print(leaderboard_table(doc, title))
+    """The leaderboard table(s), then INVALID runs, warnings and ablation readings."""
+    tables = leaderboard_tables(console, doc, title)
+    for table in tables:
+        console.print(table)
+    if len(tables) > 1:
+        console.print(Text(leaderboard_caption(doc), style="table.caption"))
     if doc.get("generated_spread") is not None:
         console.print(f"spread between generated strategies: {100 * doc['generated_spread']:.2f} points",
                       highlight=False)
@@ -267,3 +348,16 @@ def quality_table(doc: dict[str, Any], title: str) -> Table:
                                                                           else ""))
     table.add_row("rho vs gain", "", *cells, style="bold")
     return table
+
+
+def print_manifest_create(console: Console, plan: Any) -> None:
+    """What ``manifest create`` wrote: rows matched, then every unmatched image counted by reason with examples."""
+    console.print(f"wrote {plan.out}: {plan.matched} generated image(s) matched", highlight=False, markup=False)
+    for reason, n in sorted(plan.unmatched.items()):
+        console.print(f"[red]{n} unmatched[/red]: {reason}", highlight=False)
+        for example in plan.examples.get(reason, []):
+            console.print(f"  {example}", highlight=False, markup=False)
+    if plan.outside_root:
+        console.print(f"note: {plan.outside_root} row(s) have paths outside the data root {plan.root}; "
+                      "validate with --root, or put a .proveseg-root file in a folder holding them all",
+                      highlight=False, markup=False)

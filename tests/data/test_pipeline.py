@@ -184,8 +184,8 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
 
 
 def test_example_configs_validate() -> None:
-    examples = sorted(Path("examples").glob("*.yaml"))
-    assert len(examples) >= 4
+    examples = [p for p in sorted(Path("examples").glob("*.yaml")) if "strategies" not in yaml.safe_load(p.read_text())]
+    assert len(examples) >= 4  # run configs; the study example is checked in tests/test_docs.py
     for path in examples:
         cfg = load_run_config(path)
         assert cfg.data.real and all(str(src.root).startswith("data/synthetic") for src in cfg.data.real), path

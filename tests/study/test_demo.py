@@ -16,7 +16,7 @@ def test_quick_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data, results = tmp_path / "data", tmp_path / "results"
     assert main(["demo", "--quick", "--data", str(data), "--results", str(results), "--workers", "2"]) == 0
     out = capsys.readouterr().out
-    assert "3/4 leaderboard" in out and "gen_random_noise" in out
+    assert "3/4 leaderboard" in out and "gen_random_noise" in out and "too short to rank" in out
     doc = build_leaderboard(results, "stage1", n_boot=50)
     assert sorted(r["strategy"] for r in doc["rows"]) == sorted(DEMO_STRATEGIES)
     assert doc["invalid"] == []

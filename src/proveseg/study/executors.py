@@ -22,11 +22,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, Any
 
 from proveseg.config import dump_config, load_run_config
 from proveseg.rundir import LOCK_FD_ENV, LOCKED_EXIT, RunDir, RunLock, RunLocked
 from proveseg.study.matrix import PlannedRun
+from proveseg.study.progress import progress_lines, study_progress
 from proveseg.study.reference import run_differences
 from proveseg.study.spec import SlurmSpec
 
@@ -104,13 +105,48 @@ class _LocalRunner:
     force: bool
     gpus: list[str] | None
     echo: bool
+    progress_every: float = 5.0
     codes: dict[str, int] = field(default_factory=dict)
     active: list[_Active] = field(default_factory=list)
     stopping: bool = False
+    live: Any = None  # a rich Live showing the progress lines when stdout is a terminal
+    next_progress: float = 0.0
 
     def say(self, text: str) -> None:
         if self.echo:
             print(text, flush=True)
+
+    def open_display(self) -> None:
+        """Show progress in place (rich ``Live``) when stdout is a terminal; else print it every ``progress_every``."""
+        self.next_progress = time.monotonic() + self.progress_every
+        if self.echo and sys.stdout.isatty():
+            from rich.live import Live
+            from rich.text import Text
+
+            self.live = Live(Text(""), refresh_per_second=2, transient=True)
+            self.live.start()
+            self.next_progress = time.monotonic() + min(self.progress_every, 1.0)
+
+    def close_display(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+    def show_progress(self, runs: Sequence[PlannedRun]) -> None:
+        """The study header and a line per active run, read from the runs' files (never stops the runs)."""
+        if not self.echo or time.monotonic() < self.next_progress:
+            return
+        self.next_progress = time.monotonic() + (min(self.progress_every, 1.0) if self.live else self.progress_every)
+        try:
+            lines = progress_lines(study_progress(runs, [a.run.run_dir for a in self.active])) if self.active else []
+        except Exception as exc:  # a progress display never fails the study
+            lines = [f"progress unavailable: {type(exc).__name__}: {exc}"]
+        if self.live is not None:
+            from rich.text import Text
+
+            self.live.update(Text("\n".join(lines)))
+        elif lines:
+            print("\n".join(lines), flush=True)
 
     def start(self, run: PlannedRun) -> None:
         """Take the run's lock, prepare it and hand the lock to its trainer process (or record why not)."""
@@ -165,18 +201,21 @@ class _LocalRunner:
 
 
 def run_local(runs: Sequence[PlannedRun], max_parallel: int = 1, force: bool = False,
-              gpus: Sequence[str] | None = None, echo: bool = True) -> dict[str, int]:
+              gpus: Sequence[str] | None = None, echo: bool = True, progress_every: float = 5.0) -> dict[str, int]:
     """Run each run in its own ``proveseg train`` process, ``max_parallel`` at a time.
 
     With ``gpus``, each running process gets one of them through ``CUDA_VISIBLE_DEVICES``.
     Returns run directory -> exit code (0 done, 3 preempted, other failed) or DONE (already done),
     LOCKED (another process holds it), CHANGED (the study changed since it started), STOPPED (not
-    started because this executor was stopped).
+    started because this executor was stopped). With ``echo``, it prints ``start``/``done`` lines
+    and, while runs are active, the study's progress (:mod:`proveseg.study.progress`): every
+    ``progress_every`` seconds, or in place (at least every second) when stdout is a terminal.
     """
-    runner = _LocalRunner(max(1, max_parallel), force, list(gpus) if gpus else None, echo)
+    runner = _LocalRunner(max(1, max_parallel), force, list(gpus) if gpus else None, echo, progress_every)
     queue = list(runs)
     signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     previous = {s: signal.signal(s, runner.stop) for s in signals}
+    runner.open_display()
     try:
         while (queue and not runner.stopping) or runner.active:
             while queue and not runner.stopping and len(runner.active) < runner.max_parallel and (
@@ -184,7 +223,9 @@ def run_local(runs: Sequence[PlannedRun], max_parallel: int = 1, force: bool = F
                 runner.start(queue.pop(0))
             time.sleep(0.2)
             runner.reap()
+            runner.show_progress(runs)
     finally:
+        runner.close_display()
         for s, handler in previous.items():
             signal.signal(s, handler)
     for run in queue:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from typing import Any
 
+from rich.cells import cell_len
 from rich.table import Table
 
 __all__ = ["leaderboard_caption", "leaderboard_cells", "leaderboard_csv", "leaderboard_header", "leaderboard_markdown",
@@ -22,7 +24,13 @@ def _gain(row: dict[str, Any]) -> str:
         return "-"
     lo, hi = row["gain_ci95"]
     mark = "*" if row.get("significant") else ""
-    return f"{100 * row['gain']:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]{mark}"
+    return f"{_points(row['gain'])} [{_points(lo)}, {_points(hi)}]{mark}"
+
+
+def _points(v: float) -> str:
+    """A fraction as signed points with two decimals; a value that rounds to zero is +0.00, never -0.00."""
+    text = f"{100 * v:+.2f}"
+    return "+0.00" if text == "-0.00" else text
 
 
 def _p(value: float | None) -> str:
@@ -69,12 +77,23 @@ def leaderboard_header(doc: dict[str, Any]) -> list[str]:
             *_domains(doc), "runs"]
 
 
-def leaderboard_table(doc: dict[str, Any], title: str) -> Table:
-    table = Table(title=title, caption=leaderboard_caption(doc))
-    for i, col in enumerate(leaderboard_header(doc)):
-        table.add_column(col, justify="left" if i in (1, 2) else "right", no_wrap=True)
-    for row in doc["rows"]:
-        table.add_row(*leaderboard_cells(doc, row))
+def leaderboard_table(doc: dict[str, Any], title: str | None, columns: Sequence[int] | None = None,
+                      caption: bool = True) -> Table:
+    """The leaderboard as a rich table: every column, or only ``columns`` (indices into the header).
+
+    No cell is ever wrapped or cut: a column is at least as wide as its widest value, so a table
+    too wide for the console is split by the caller (``render.print_leaderboard``), never squeezed.
+    """
+    header = leaderboard_header(doc)
+    keep = range(len(header)) if columns is None else columns
+    rows = [leaderboard_cells(doc, row) for row in doc["rows"]]
+    table = Table(title=title, caption=leaderboard_caption(doc) if caption else None)
+    for i in keep:
+        widest = max((cell_len(cells[i]) for cells in rows), default=0)
+        table.add_column(header[i], justify="left" if i in (1, 2) else "right", no_wrap=True, overflow="fold",
+                         min_width=widest or None)
+    for cells in rows:
+        table.add_row(*(cells[i] for i in keep))
     return table
 
 

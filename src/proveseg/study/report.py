@@ -6,6 +6,8 @@ import base64
 import html
 import io
 import json
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +25,23 @@ from proveseg.study.leaderboard import build_leaderboard, rank_runs
 
 __all__ = ["write_report"]
 
-CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1600px}table{border-collapse:collapse;
 margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child,
-td.l{text-align:left}.invalid{color:#b00}.warn{color:#a60}img{max-width:100%}"""
+td.l{text-align:left}.invalid{color:#b00}.warn{color:#a60}img{max-width:100%}.scroll{overflow-x:auto}
+#leaderboard td,#domain-gains td,#quality td{white-space:nowrap}"""
+
+_NEGATIVE_ZERO = re.compile(r"(?<![\w.])-(0(?:\.0+)?)(?![\d.])")
+_DARK = 0.45  # cells whose colour's luminance is below this get white text
+
+
+def _no_negative_zero(text: str) -> str:
+    """``-0.00`` (a tiny negative value rounded) printed as ``+0.00``: the sign of nothing is noise."""
+    return _NEGATIVE_ZERO.sub(r"+\1", text)
+
+
+def _signed(value: float, digits: int) -> str:
+    """``value`` with its sign and ``digits`` decimals, never ``-0.0``."""
+    return "-" if value != value else _no_negative_zero(f"{value:+.{digits}f}")
 
 
 def _png(fig: Any) -> str:
@@ -38,11 +54,12 @@ def _png(fig: Any) -> str:
 def _table(header: list[str], rows: list[list[str]], table_id: str = "") -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f'<table id="{table_id}"><tr>{head}</tr>{body}</table>'
+    return f'<div class="scroll"><table id="{table_id}"><tr>{head}</tr>{body}</table></div>'
 
 
 def _leaderboard_html(doc: dict[str, Any]) -> str:
-    return _table(leaderboard_header(doc), [leaderboard_cells(doc, row) for row in doc["rows"]], "leaderboard")
+    return _table(leaderboard_header(doc), [[_no_negative_zero(c) for c in leaderboard_cells(doc, row)]
+                                            for row in doc["rows"]], "leaderboard")
 
 
 def _domain_gain_table(doc: dict[str, Any]) -> str:
@@ -52,7 +69,9 @@ def _domain_gain_table(doc: dict[str, Any]) -> str:
     domains = sorted({d for r in rows for d in r["per_domain_gain"]})
 
     def cell(g: dict[str, Any] | None) -> str:
-        return "-" if g is None else f"{100 * g['gain']:+.2f} [{100 * g['ci95'][0]:+.2f}, {100 * g['ci95'][1]:+.2f}]"
+        if g is None:
+            return "-"
+        return f"{_signed(100 * g['gain'], 2)} [{_signed(100 * g['ci95'][0], 2)}, {_signed(100 * g['ci95'][1], 2)}]"
 
     return _table(["strategy", *domains], [[r["strategy"], *(cell(r["per_domain_gain"].get(d)) for d in domains)]
                                            for r in rows], "domain-gains")
@@ -73,20 +92,43 @@ def _gain_heatmap(doc: dict[str, Any]) -> str:
     ax.set_yticks(range(len(others)), [r["strategy"] for r in others])
     ax.set_xlabel("test domain")
     ax.set_ylabel("strategy")
-    for i in range(len(others)):
-        for j in range(len(domains)):
-            ax.text(j, i, f"{gains[i, j]:+.1f}", ha="center", va="center", fontsize=8)
+    for (i, j), value in np.ndenumerate(gains):
+        ax.text(j, i, _signed(float(value), 1), ha="center", va="center", fontsize=8, color=_text_colour(im, value))
     fig.colorbar(im, label="mIoU gain over baseline (points)")
     return _png(fig)
 
 
-def _class_table(runs: list[Any]) -> str:
+def _text_colour(im: Any, value: float) -> str:
+    """White on dark heatmap cells, black on light ones (and on missing ones)."""
+    if value != value:
+        return "black"
+    red, green, blue, _ = im.cmap(im.norm(value))
+    return "white" if 0.2126 * red + 0.7152 * green + 0.0722 * blue < _DARK else "black"
+
+
+def _class_names(run: Any) -> list[str]:
+    """The class set's order: ``metrics.json``'s ``classes.names``, else ``confusion.npz``'s ``class_names``."""
+    record = run.metrics.get("classes")
+    names = record.get("names") if isinstance(record, dict) else None
+    if names:
+        return [str(n) for n in names]
+    try:
+        with np.load(run.run_dir / "confusion.npz", allow_pickle=False) as z:
+            return [str(n) for n in z["class_names"].tolist()]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return list(run.metrics["per_class"])  # no record of the order: the one metrics.json holds
+
+
+def _class_table(runs: list[Any], doc: dict[str, Any]) -> str:
+    """Mean IoU per class (rows in the class set's order) per strategy (columns in leaderboard rank order)."""
+    order = {row["strategy"]: i for i, row in enumerate(doc["rows"])}
     by_strategy: dict[str, list[dict[str, Any]]] = {}
-    for r in runs:
-        by_strategy.setdefault(r.strategy, []).append(r.metrics["per_class"])
+    for r in sorted(runs, key=lambda r: order.get(r.label, len(order))):  # stable: unranked runs keep their order
+        by_strategy.setdefault(r.label, []).append(r.metrics["per_class"])
     if not by_strategy:
         return ""
-    classes = list(next(iter(by_strategy.values()))[0])
+    # the class set's order; a class only per_class names (none should) after those
+    classes = list(dict.fromkeys(c for r in runs for c in [*_class_names(r), *r.metrics["per_class"]]))
     rows = []
     for cls in classes:
         row = [cls]
@@ -138,6 +180,17 @@ def _ratio_curve(results_root: Path, studies: list[Path] | None, audit: bool) ->
     return _png(fig)
 
 
+COMPOSITION_HEADER = ["run", "real share", "consumed", "sources consumed (records sha256)", "batches",
+                      "sequence sha256", "matches request"]
+
+
+def _sources(comp: dict[str, Any]) -> str:
+    """Each source the run drew from, with its sample count and the hash of its records (12 hex chars)."""
+    hashes = comp.get("source_hashes") or {}
+    return " / ".join(f"{name} {count} ({str(hashes.get(name) or 'no hash')[:12]})"
+                      for name, count in comp["consumed"].get("per_source", {}).items() if count) or "-"
+
+
 def _composition_rows(runs: list[Any]) -> list[list[str]]:
     rows = []
     for r in runs:
@@ -145,11 +198,13 @@ def _composition_rows(runs: list[Any]) -> list[list[str]]:
         try:
             comp = json.loads(path.read_text(encoding="utf-8"))
             kinds = comp["consumed"]["per_kind"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            rows.append([str(r.run_dir), "-", "-", "-", "-", f"unreadable composition.json ({type(exc).__name__})"])
+            sources = _sources(comp)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            rows.append([str(r.run_dir), "-", "-", "-", "-", "-",
+                         f"unreadable composition.json ({type(exc).__name__})"])
             continue
         rows.append([str(r.run_dir), str(comp["requested"]["real_gen_ratio"]),
-                     " / ".join(f"{k} {v}" for k, v in kinds.items() if v), str(comp["consumed"]["batches"]),
+                     " / ".join(f"{k} {v}" for k, v in kinds.items() if v), sources, str(comp["consumed"]["batches"]),
                      comp["consumed"].get("sequence_sha256", "")[:12], "yes" if comp["matches_request"] else "NO"])
     return rows
 
@@ -159,12 +214,14 @@ def _quality_section(quality: dict[str, Any] | None) -> str:
         return "<p>Not measured (proveseg quality, or report --quality).</p>"
     gens = quality["generators"]
     names = list(quality["measures"])
-    rows = [[g["generator"], f"{100 * g['gain']:+.2f} [{100 * g['gain_ci95'][0]:+.2f}, {100 * g['gain_ci95'][1]:+.2f}]",
+    rows = [[g["generator"], f"{_signed(100 * g['gain'], 2)} [{_signed(100 * g['gain_ci95'][0], 2)}, "
+                             f"{_signed(100 * g['gain_ci95'][1], 2)}]",
              *(f"{g[n]:.3f}" if g[n] == g[n] else "-" for n in names)] for g in gens]
     corr = quality["correlations"]
     rows.append(["Spearman rho vs gain [95% CI]", "", *(
-        "-" if corr[n]["rho"] is None else f"{corr[n]['rho']:+.2f}" + (
-            f" [{corr[n]['ci95'][0]:+.2f}, {corr[n]['ci95'][1]:+.2f}]" if corr[n]["ci95"] else "") for n in names)])
+        "-" if corr[n]["rho"] is None else _signed(corr[n]["rho"], 2) + (
+            f" [{_signed(corr[n]['ci95'][0], 2)}, {_signed(corr[n]['ci95'][1], 2)}]" if corr[n]["ci95"] else "")
+        for n in names)])
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
         x = [g[name] for g in gens]
@@ -190,9 +247,10 @@ def write_report(results_root: str | Path, out: str | Path, stage: str | None = 
     root = Path(results_root)
     doc, runs = rank_runs(root, stage, studies=studies, audit=audit)
     valid = [r for r in runs if r.invalid is None]
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>proveseg report: {html.escape(str(root))}"
-             f"</title><style>{CSS}</style></head><body>",
-             f"<h1>proveseg report</h1><p>{html.escape(str(root))}, stage {html.escape(stage or 'all')}: "
+    scope = html.escape(stage or "all stages")
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>proveseg report: {scope}, "
+             f"{html.escape(str(root))}</title><style>{CSS}</style></head><body>",
+             f"<h1>proveseg report: {scope}</h1><p>{html.escape(str(root))}: "
              f"{len(valid)} proven runs, {len(doc['invalid'])} invalid.</p>",
              "<h2>Leaderboard</h2>", _leaderboard_html(doc), f"<p>{html.escape(leaderboard_caption(doc))}</p>",
              "<h2>Gain over baseline per domain [95% CI]</h2>", _domain_gain_table(doc)]
@@ -200,7 +258,7 @@ def write_report(results_root: str | Path, out: str | Path, stage: str | None = 
         parts.append(f"<p>Spread between generated strategies: {100 * doc['generated_spread']:.2f} points.</p>")
     parts += [f'<p class="warn">WARNING: {html.escape(w)}</p>' for w in doc["warnings"]]
     parts += ["<h2>Gain over baseline per domain</h2>", _gain_heatmap(doc),
-              "<h2>Per-class IoU (%)</h2>", _class_table(valid),
+              "<h2>Per-class IoU (%)</h2>", _class_table(valid, doc),
               "<h2>Ratio ablation</h2>", _ratio_curve(root, studies, audit),
               "<h2>Does generator quality predict its gain?</h2>", _quality_section(quality),
               "<h2>Training curves</h2>", _curves(valid),
@@ -208,8 +266,7 @@ def write_report(results_root: str | Path, out: str | Path, stage: str | None = 
     parts.append(_table(["run", "reason"], [[i["run_dir"], i["reason"]] for i in doc["invalid"]], "invalid")
                  if doc["invalid"] else "<p>None.</p>")
     parts += ["<h2>Composition of every run (counted from the batches each run consumed)</h2>",
-              _table(["run", "real share", "consumed", "batches", "sequence sha256", "matches request"],
-                     _composition_rows(runs), "composition"), "</body></html>"]
+              _table(COMPOSITION_HEADER, _composition_rows(runs), "composition"), "</body></html>"]
     out = Path(out)
     atomic_write_text(out, "\n".join(parts))
     return out
