@@ -133,3 +133,17 @@ def test_curves_and_report_default_beside_the_results(tmp_path: Path, monkeypatc
     assert main(["report", str(tmp_path / "results"), "--stage", "stage1", "--no-audit"]) == 0
     assert (tmp_path / "results/report.html").exists()
     assert not (tmp_path / "curves.png").exists() and not (tmp_path / "report.html").exists()
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_the_quality_table_fits_without_cutting_a_number(width: int) -> None:
+    gens = [{"generator": name, "gain": g, "gain_ci95": [g - 0.01, g + 0.01], "layout_score": 0.69,
+             "colour_shift": 19.5, "semantic_mIoU": 0.0713, "layout_8x8_mIoU": 0.0733}
+            for name, g in (("faithful", 0.0571), ("washed_out", 0.0047))]
+    doc = {"generators": gens, "correlations": {k: {"rho": -0.6, "ci95": [-1.0, 1.0]} for k in
+                                                ("layout_score", "colour_shift", "semantic_mIoU", "layout_8x8_mIoU")}}
+    console = Console(width=width, file=io.StringIO())
+    console.print(render.quality_table(doc, "q"))
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "…" not in out and max(len(line) for line in out.splitlines()) <= width
+    assert all(v in out for v in ("+5.71", "+0.47", "washed_out", "19.5", "7.13", "-0.60"))

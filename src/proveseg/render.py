@@ -331,10 +331,13 @@ def quality_table(doc: dict[str, Any], title: str) -> Table:
     def num(v: Any, scale: float = 1.0, fmt: str = ".2f") -> str:
         return "-" if v is None or v != v else f"{scale * v:{fmt}}"
 
-    table = Table(title=title, caption="gain and consistency in points / %; rho: Spearman rank correlation with the "
-                                       "gain across generators, [95% CI] resampling generators")
+    table = Table(title=title, show_edge=False, caption="gain and consistency in points / %; rho: Spearman rank "
+                  "correlation with the gain across generators, [95% CI] resampling generators")
+    widest = max([len("rho vs gain"), *(len(g["generator"]) for g in doc["generators"])])
     for col in ("generator", "gain [95% CI]", "layout score", "colour shift %", "semantic mIoU", "layout 8x8 mIoU"):
-        table.add_column(col, justify="left" if col == "generator" else "right", no_wrap=True)
+        # fold, never ellipsise: on a narrow terminal a number wraps onto a second line instead of being cut
+        table.add_column(col, justify="left" if col == "generator" else "right", overflow="fold",
+                         min_width=widest if col == "generator" else None)
     for g in doc["generators"]:
         lo, hi = g["gain_ci95"]
         table.add_row(g["generator"], f"{100 * g['gain']:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]",

@@ -28,6 +28,9 @@ def test_quick_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         else:
             assert kinds["generated"] + kinds["noise"] == kinds["real"] > 0
     assert '<table id="leaderboard">' in (results / "report.html").read_text()
+    run = next(results.glob("stage1/baseline/synthetic/*"))  # the demo validates: diagnose has a curve to read
+    assert main(["diagnose", str(run), "--json"]) == 0
+    assert "no_evaluations" not in {f["name"] for f in json.loads(capsys.readouterr().out)}
     # a second demo reuses the benchmark and skips every finished run
     assert main(["demo", "--quick", "--data", str(data), "--results", str(results)]) == 0
     assert "start " not in capsys.readouterr().out

@@ -146,16 +146,24 @@ def plot_curves(run_dirs: list[Path], out: Path, metric: str = "mIoU") -> Path:
     import matplotlib.pyplot as plt
 
     fig, (ax_val, ax_loss) = plt.subplots(1, 2, figsize=(12, 4))
+    any_eval = False
     for run in run_dirs:
         records = read_log(run)
         evals = [r for r in records if "eval" in r]
         steps = [r for r in records if "loss" in r]
+        label = "/".join(Path(run).resolve().parts[-3:])  # strategy/dataset/run: readable, unlike a full path
+        any_eval |= bool(evals)
         ax_val.plot([e["iteration"] for e in evals], [100 * e["eval"][metric] for e in evals], marker="o",
-                    label=str(run))
-        ax_loss.plot([s["iteration"] for s in steps], [s["loss"] for s in steps], lw=1, label=str(run))
-    ax_val.set(xlabel="iteration", ylabel=f"validation {metric} (%)")
-    ax_loss.set(xlabel="iteration", ylabel="training loss")
-    ax_val.legend(fontsize=7)
+                    label=label)
+        ax_loss.plot([s["iteration"] for s in steps], [s["loss"] for s in steps], lw=1, label=label)
+    ax_val.set(xlabel="iteration (optimizer steps)", ylabel=f"validation {metric} (%)")
+    ax_loss.set(xlabel="iteration (optimizer steps)", ylabel="training loss")
+    if not any_eval:
+        ax_val.text(0.5, 0.5, "no validation in these logs\n(set evaluation.val and train.eval_interval)",
+                    ha="center", va="center", transform=ax_val.transAxes)
+    else:
+        ax_val.legend(fontsize=7)
+    ax_loss.legend(fontsize=7)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
