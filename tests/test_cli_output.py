@@ -147,3 +147,15 @@ def test_the_quality_table_fits_without_cutting_a_number(width: int) -> None:
     out = console.file.getvalue()  # type: ignore[attr-defined]
     assert "…" not in out and max(len(line) for line in out.splitlines()) <= width
     assert all(v in out for v in ("+5.71", "+0.47", "washed_out", "19.5", "7.13", "-0.60"))
+
+
+def test_the_other_tables_fold_numbers_at_80_columns() -> None:
+    stats = {"faithful": {d: {"images": 120, "generated_mean": 101.5, "original_mean": 99.25, "generated_std": 55.5,
+                              "original_std": 60.25, "mean_abs_diff": 20.5, "mean_abs_diff_pct": 8.04,
+                              "edge_alignment_generated": 0.512, "edge_alignment_original": 0.734,
+                              "layout_score": 0.69} for d in ("fog", "dawn_dusk")}}
+    console = Console(width=80, file=io.StringIO())
+    console.print(render.stats_table(stats, "generated vs original"))
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "…" not in out and max(len(line) for line in out.splitlines()) <= 80
+    assert "dawn_dusk" in out.replace("\n", "") or "dawn_" in out

@@ -44,6 +44,14 @@ __all__ = [
 ]
 
 
+def _folded(table: Table) -> Table:
+    """Numbers wrap onto a second line on a narrow terminal instead of being cut to `…`."""
+    for column in table.columns:
+        column.overflow = "fold"
+        column.no_wrap = False
+    return table
+
+
 def synth_table(info: dict[str, Any], title: str) -> Table:
     """Images per domain: real ones per split, generated ones per generator (``info.json`` of a benchmark)."""
     counts = info["counts"]
@@ -56,7 +64,7 @@ def synth_table(info: dict[str, Any], title: str) -> Table:
     for domain in info["domains"]:
         table.add_row(domain, *(str(per.get(domain, "-")) for _, per in columns))
     table.add_row("total", *(str(sum(per.values())) for _, per in columns), style="bold")
-    return table
+    return _folded(table)
 
 
 def manifest_table(report: ManifestReport) -> Table:
@@ -67,7 +75,7 @@ def manifest_table(report: ManifestReport) -> Table:
     for name, rep in sorted(report.datasets.items()):
         reasons = ", ".join(f"{r}: {n}" for r, n in sorted(rep.rejected.items())) or "-"
         table.add_row(name, str(rep.rows), str(rep.found), str(rep.valid), reasons)
-    return table
+    return _folded(table)
 
 
 def manifest_examples(report: ManifestReport) -> list[str]:
@@ -110,7 +118,7 @@ def members_table(report: dict[str, Any]) -> Table:
         table.add_column(col, justify="left" if col in ("dataset", "group") else "right")
     for m in report["members"]:
         table.add_row(m["name"], m["group"], str(m["samples"]), f"{m['repeats']:g}", f"{m['effective']:g}")
-    return table
+    return _folded(table)
 
 
 def print_verify_batches(console: Console, report: dict[str, Any], config: str) -> None:
@@ -144,7 +152,7 @@ def metrics_tables(metrics: dict[str, Any], title: str) -> list[Table]:
     classes.add_column("acc", justify="right")
     for name, v in metrics["per_class"].items():
         classes.add_row(name, pct(v), pct(metrics["per_class_acc"][name]))
-    return [overall, domains, classes]
+    return [_folded(overall), _folded(domains), _folded(classes)]
 
 
 def stats_table(stats: dict[str, dict[str, dict[str, Any]]], title: str) -> Table:
@@ -160,7 +168,7 @@ def stats_table(stats: dict[str, dict[str, dict[str, Any]]], title: str) -> Tabl
                           f"{s['mean_abs_diff_pct']:.1f}",
                           f"{s['edge_alignment_generated']:.3f} / {s['edge_alignment_original']:.3f}",
                           f"{s['layout_score']:.2f}")
-    return table
+    return _folded(table)
 
 
 def consistency_table(report: dict[str, dict[str, dict[str, Any]]], title: str, blocks: Sequence[int]) -> Table:
@@ -179,7 +187,7 @@ def consistency_table(report: dict[str, dict[str, dict[str, Any]]], title: str, 
                           pct(r["agreement_pixel"]), pct(r["agreement_mIoU"]),
                           *(pct(r[f"layout_semantic_{b}_mIoU"]) for b in blocks),
                           *(pct(r[f"layout_agreement_{b}_pixel"]) for b in blocks))
-    return table
+    return _folded(table)
 
 
 def _natural_width(console: Console, table: Table) -> int:
