@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from proveseg.config import RunConfig, dump_config
-from proveseg.data.audit import ConsumptionAudit
+from proveseg.data.audit import ConsumptionAudit, chain_sequence
 from proveseg.data.classes import CITYSCAPES19
 from proveseg.data.pipeline import build_training_data
 from proveseg.data.plan import iter_plan
@@ -44,13 +44,11 @@ def main() -> None:
         audit = ConsumptionAudit(len(data.records))
         records = data.records
         sequence = ""
-        import hashlib
-
         for planned in iter_plan(data.spec, 0, BATCHES):
             for ids in planned.ids[:, 0, :]:
                 audit.update({"kind": records.kind[ids].tolist(), "source": records.source[ids].tolist(),
                               "domain": records.domain[ids].tolist(), "index": ids})
-                sequence = hashlib.sha256(sequence.encode() + ids.astype(np.int64).tobytes()).hexdigest()
+                sequence = chain_sequence(sequence, ids)
         run_dir.mkdir()
         doc = audit.to_dict(records, data.requested(), data.hashes, data.validation, [])
         doc["consumed"].update(sequence_sha256=sequence, iterations=BATCHES)  # type: ignore[union-attr]

@@ -6,6 +6,7 @@ fields), not from the plan. That count is the proof written to ``composition.jso
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -14,7 +15,12 @@ import numpy as np
 
 from proveseg.data.records import KINDS, RecordTable
 
-__all__ = ["CompositionMismatch", "ConsumptionAudit"]
+__all__ = ["CompositionMismatch", "ConsumptionAudit", "chain_sequence"]
+
+
+def chain_sequence(sequence: str, ids: np.ndarray) -> str:
+    """The next link of a run's ``sequence_sha256``: SHA-256 of the previous hex digest and the batch's int64 ids."""
+    return hashlib.sha256(sequence.encode() + np.ascontiguousarray(ids, dtype=np.int64).tobytes()).hexdigest()
 
 
 class CompositionMismatch(RuntimeError):

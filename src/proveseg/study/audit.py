@@ -14,7 +14,6 @@ from ``confusion.npz``, every number of ``metrics.json``. Verdicts:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Mapping
@@ -80,6 +79,7 @@ def rederive_consumption(data: Any, batches: int) -> dict[str, Any]:
 
     Counts cover every rank, as the trainer writes them; ``sequence_sha256`` and ``first_batches`` are rank 0's.
     """
+    from proveseg.data.audit import chain_sequence
     from proveseg.data.plan import plan_batches
 
     records, spec = data.records, data.spec
@@ -91,7 +91,7 @@ def rederive_consumption(data: Any, batches: int) -> dict[str, Any]:
         planned = plan_batches(spec, lo, min(lo + _CHUNK, batches))
         ids = np.ascontiguousarray(planned.ids[:, 0, :], dtype=np.int64)
         for row in ids:
-            sequence = hashlib.sha256(sequence.encode() + row.tobytes()).hexdigest()
+            sequence = chain_sequence(sequence, row)
         id_counts += np.bincount(planned.ids.ravel(), minlength=len(records))
         kinds = kind_of_group[planned.groups.astype(np.int64)]
         per_batch.append(np.stack([(kinds == k).sum(axis=(1, 2)) for k in range(len(KINDS))], axis=1))

@@ -224,8 +224,11 @@ def collect_runs(results_root: str | Path, stage: str | None = None, checks: Che
 
 
 def _pairs(runs: list[RunRecord], base: dict[Cell, RunRecord], cells: list[Cell],
-           domain: str | None = None) -> list[PairedRuns]:
-    """The (strategy run, reference run) pairs of the compared cells; seeds resample within (dataset, model)."""
+           ) -> list[tuple[PairedRuns, np.ndarray]]:
+    """The (strategy run, reference run) pairs of the compared cells, each with its images' domains.
+
+    Seeds resample within (dataset, model). Each confusion.npz is read once here; domains are filtered after.
+    """
     pairs = []
     for run in runs:
         if run.cell not in cells:
@@ -234,16 +237,19 @@ def _pairs(runs: list[RunRecord], base: dict[Cell, RunRecord], cells: list[Cell]
         b = read_confusion(base[run.cell].run_dir / "confusion.npz")
         if a.images != b.images:
             raise ValueError(f"{run.run_dir} and {base[run.cell].run_dir} were tested on different images")
-        keep = np.asarray(a.domains) == domain if domain is not None else np.ones(len(a.images), bool)
-        if keep.any():
-            pairs.append(PairedRuns((run.dataset, run.model), a.per_image[keep], b.per_image[keep]))
+        pairs.append((PairedRuns((run.dataset, run.model), a.per_image, b.per_image), np.asarray(a.domains)))
     return pairs
 
 
+def _in_domain(pairs: list[tuple[PairedRuns, np.ndarray]], domain: str) -> list[PairedRuns]:
+    """The same pairs restricted to one test domain's images (pairs without such images dropped)."""
+    return [PairedRuns(p.group, p.a[d == domain], p.b[d == domain]) for p, d in pairs if (d == domain).any()]
+
+
 def _paired_gain(runs: list[RunRecord], base: dict[Cell, RunRecord], cells: list[Cell],
-                 n_boot: int, seed: int, domain: str | None = None) -> GainEstimate:
+                 n_boot: int, seed: int) -> GainEstimate:
     """Gain of ``runs`` over the ``base`` runs of the same cells: the hierarchical paired bootstrap of metrics."""
-    return hierarchical_paired_gain(_pairs(runs, base, cells, domain), n_boot, seed)
+    return hierarchical_paired_gain([p for p, _ in _pairs(runs, base, cells)], n_boot, seed)
 
 
 def _gain_fields(label: str, matched: list[RunRecord], base: dict[Cell, RunRecord], cells: list[Cell],
@@ -252,10 +258,11 @@ def _gain_fields(label: str, matched: list[RunRecord], base: dict[Cell, RunRecor
     if label == BASELINE:
         return {"gain": 0.0, "gain_ci95": [0.0, 0.0], "p_value": None, "p_improve": None,
                 "interval": None, "per_domain_gain": {d: {"gain": 0.0, "ci95": [0.0, 0.0]} for d in domains}}
-    est = _paired_gain(matched, base, cells, n_boot, seed)
+    pairs = _pairs(matched, base, cells)
+    est = hierarchical_paired_gain([p for p, _ in pairs], n_boot, seed)
     per_domain = {}
     for d in domains:
-        dom = _paired_gain(matched, base, cells, n_boot, seed, d)
+        dom = hierarchical_paired_gain(_in_domain(pairs, d), n_boot, seed)
         per_domain[d] = {"gain": dom.gain, "ci95": [dom.low, dom.high]}
     return {"gain": est.gain, "gain_ci95": [est.low, est.high], "p_value": est.p_value, "p_improve": est.p_improve,
             "interval": "seeds and test images" if est.seed_aware else "test images only",

@@ -21,7 +21,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from proveseg.checkpoint import load_checkpoint, model_record, save_checkpoint
 from proveseg.config import ConfigError, OptimizerConfig, RunConfig, dump_config, parse_run_config
-from proveseg.data.audit import ConsumptionAudit
+from proveseg.data.audit import ConsumptionAudit, chain_sequence
 from proveseg.data.classes import ClassSet
 from proveseg.models import SegmentationModel, build_model
 from proveseg.train.schedule import make_scheduler
@@ -46,7 +46,7 @@ class Progress:
 
     def record_batch(self, ids: np.ndarray) -> None:
         """Chain the SHA-256 over this batch's global sample ids (the exact sequence is the proof)."""
-        self.sequence = hashlib.sha256(self.sequence.encode() + ids.astype(np.int64).tobytes()).hexdigest()
+        self.sequence = chain_sequence(self.sequence, ids)
 
 
 def rng_state() -> dict[str, Any]:
