@@ -49,7 +49,7 @@ class SegmentationDataset(Dataset[dict[str, object]]):
             image = load_image(str(r.image[index]))
         label_path = str(r.label[index])
         if label_path:
-            mask = decode_label(label_path, self.class_set)
+            mask = decode_label(label_path, self.class_set, label_map=r.label_map_of(index))
             if mask.shape != tuple(image.shape[1:]):
                 raise ValueError(f"{r.image[index]}: image {image.shape[2]}x{image.shape[1]} but label "
                                  f"{label_path} is {mask.shape[1]}x{mask.shape[0]}")

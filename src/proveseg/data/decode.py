@@ -17,6 +17,7 @@ import torch
 from PIL import Image, ImageOps
 
 from proveseg.data.classes import IGNORE_INDEX, ClassSet
+from proveseg.data.labelmap import LabelMap
 
 __all__ = ["CITYSCAPES_ID_TO_TRAIN_ID", "LabelDecodeError", "decode_image", "decode_label", "image_size", "load_image"]
 
@@ -96,15 +97,21 @@ def _label_pixels(im: Image.Image) -> np.ndarray:
     return np.empty((0, 0), np.uint8)  # refused below, outside the decoding guard
 
 
-def decode_label(path: str, class_set: ClassSet | None, exif: bool = True) -> np.ndarray:
+def decode_label(path: str, class_set: ClassSet | None, exif: bool = True,
+                 label_map: LabelMap | None = None) -> np.ndarray:
     """Class ids uint8 (H, W) with 255 = ignore.
 
-    Single-channel masks are taken as train ids; ``*_labelIds.png`` (Cityscapes/ACDC ids) are
-    mapped to train ids; RGB masks are decoded through the class set's palette. A file that cannot
+    Single-channel masks are taken as train ids, or mapped through ``label_map`` (the source's
+    table, see :mod:`proveseg.data.labelmap`) when given; otherwise ``*_labelIds.png``
+    (Cityscapes/ACDC ids) are mapped to train ids; RGB masks are decoded through the class set's
+    palette (a ``label_map`` applies to id masks only). A file that cannot
     be decoded raises OSError; values (or colours) that are not class ids raise LabelDecodeError;
     both name the file.
     """
     fmt, mode, values = _pixels(path, exif, _label_pixels)
+    if label_map is not None and mode in ("RGB", "RGBA"):
+        raise LabelDecodeError(f"{path}: an RGB colour mask, but its source has a label_map, which maps the ids of "
+                               "single-channel masks")
     if fmt == "JPEG":
         raise LabelDecodeError(f"{path}: a JPEG label: lossy compression changes class ids and colours near every "
                                "edge; labels must be stored losslessly (PNG)")
@@ -124,7 +131,9 @@ def decode_label(path: str, class_set: ClassSet | None, exif: bool = True) -> np
         mask = values.astype(np.uint8)
     else:
         raise LabelDecodeError(f"{path}: label image mode {mode!r} is not a class-id mask")
-    if path.endswith("_labelIds.png"):
+    if label_map is not None:
+        mask = label_map.apply(mask, path)
+    elif path.endswith("_labelIds.png"):
         _check_cityscapes_ids(path, mask)
         mask = CITYSCAPES_ID_TO_TRAIN_ID[mask]
     if class_set is not None:

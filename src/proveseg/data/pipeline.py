@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, default_collate
 from proveseg.config import DataConfig, GeneratedSourceConfig
 from proveseg.data.classes import ClassSet, resolve_class_set
 from proveseg.data.dataset import SegmentationDataset
+from proveseg.data.labelmap import check_label_map_targets
 from proveseg.data.manifest import ManifestError, ManifestReport, validate_manifest
 from proveseg.data.plan import BatchPlanSpec, Group, Member, cumulative_counts
 from proveseg.data.records import KINDS, NOISE_SOURCE, RecordTable
@@ -103,9 +104,10 @@ class LabelPreflightError(ValueError):
 def preflight_labels(records: RecordTable, class_set: ClassSet, per_source: int = 8) -> None:
     """Decode a few labels of every source, evenly spread, before any training step.
 
-    Values outside the class set raise (naming the file) instead of surfacing later as a CUDA
-    device-side assert; a binary class set whose masks hold only 0 and 255 is refused, since 255 is
-    the ignore value and the foreground would silently never be learned.
+    Values outside the class set, and ids a source's label map does not cover, raise (naming the
+    file) instead of surfacing later as a CUDA device-side assert; so does a label map whose
+    targets are not class ids (naming the map). A binary class set whose masks hold only 0 and 255
+    is refused, since 255 is the ignore value and the foreground would silently never be learned.
     """
     from proveseg.data.decode import decode_label
 
@@ -113,10 +115,14 @@ def preflight_labels(records: RecordTable, class_set: ClassSet, per_source: int 
         rows = np.flatnonzero((records.source == source) & (records.label != ""))
         if not len(rows):
             continue
+        label_map = records.label_maps.get(source)
+        if label_map is not None:
+            check_label_map_targets(label_map, class_set, f"source {source!r}")
         values: set[int] = set()
         for i in rows[np.linspace(0, len(rows) - 1, min(per_source, len(rows))).round().astype(np.int64)]:
             path = str(records.label[i])
-            values |= set(np.unique(decode_label(path, class_set)).tolist())  # raises on values outside
+            # raises on values outside the class set, and on ids the source's label map does not cover
+            values |= set(np.unique(decode_label(path, class_set, label_map=label_map)).tolist())
         if class_set.num_classes <= 2 and values <= {0, 255} and 255 in values:
             raise LabelPreflightError(
                 f"source {source!r}: labels such as {records.label[rows[0]]} hold only 0 and 255, but 255 is the "

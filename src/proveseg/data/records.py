@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from proveseg.data.labelmap import LabelMap
 
 __all__ = ["COLUMNS", "KINDS", "NOISE_SOURCE", "SOURCE_DOMAIN", "RecordTable"]
 
@@ -23,7 +27,11 @@ _STR = np.dtypes.StringDType()
 
 @dataclass(frozen=True, eq=False)
 class RecordTable:
-    """Columnar table of samples. ``label`` and ``origin`` are empty strings when absent."""
+    """Columnar table of samples. ``label`` and ``origin`` are empty strings when absent.
+
+    ``label_maps`` holds, per source name, the table that turns that source's label ids into
+    class ids when a label is decoded (sources without one are decoded as they are).
+    """
 
     image: np.ndarray
     label: np.ndarray
@@ -32,6 +40,7 @@ class RecordTable:
     kind: np.ndarray
     source: np.ndarray
     origin: np.ndarray
+    label_maps: Mapping[str, LabelMap] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.image)
@@ -68,14 +77,32 @@ class RecordTable:
     def concat(cls, tables: Sequence[RecordTable]) -> RecordTable:
         if not tables:
             return cls.empty()
-        return cls(**{name: np.concatenate([getattr(t, name) for t in tables]) for name in COLUMNS})
+        maps: dict[str, LabelMap] = {}
+        for t in tables:
+            for source, label_map in t.label_maps.items():
+                if source in maps and maps[source].digest() != label_map.digest():
+                    raise ValueError(f"source {source!r} is read with two different label maps "
+                                     f"({maps[source].origin}, {label_map.origin})")
+                maps[source] = label_map
+        return cls(**{name: np.concatenate([getattr(t, name) for t in tables]) for name in COLUMNS}, label_maps=maps)
 
     def __len__(self) -> int:
         return len(self.image)
 
     def take(self, indices: np.ndarray) -> RecordTable:
         """Rows at ``indices`` (integer array or boolean mask)."""
-        return RecordTable(**{name: getattr(self, name)[indices] for name in COLUMNS})
+        return RecordTable(**{name: getattr(self, name)[indices] for name in COLUMNS}, label_maps=self.label_maps)
+
+    def with_label_map(self, source: str, label_map: LabelMap | None) -> RecordTable:
+        """This table with ``source``'s labels decoded through ``label_map`` (None: as they are)."""
+        maps = {k: v for k, v in self.label_maps.items() if k != source}
+        if label_map is not None:
+            maps[source] = label_map
+        return RecordTable(**{name: getattr(self, name) for name in COLUMNS}, label_maps=maps)
+
+    def label_map_of(self, i: int) -> LabelMap | None:
+        """The label map of row ``i``'s source, or None."""
+        return self.label_maps.get(str(self.source[i])) if self.label_maps else None
 
     def sorted(self) -> RecordTable:
         """Rows in a deterministic order: dataset, domain, image path."""
@@ -92,6 +119,9 @@ class RecordTable:
             h.update(name.encode())
             h.update("\x1f".join(getattr(self, name).tolist()).encode("utf-8"))
             h.update(b"\x1e")
+        present = set(np.unique(self.source).tolist()) if self.label_maps else set()
+        for source in sorted(present & set(self.label_maps)):  # a table without maps hashes as before
+            h.update(f"label_map\x1f{source}\x1f{self.label_maps[source].digest()}\x1e".encode())
         return h.hexdigest()
 
     def counts(self, column: str) -> dict[str, int]:

@@ -120,7 +120,11 @@ def validate_source(data: Mapping[str, Any]) -> SourceConfig:
 
 
 def read_source(src: SourceConfig) -> ReadResult:
-    """Read ``src``: its reader, then its ``domains`` filter and ``take`` slice; skips stay counted."""
+    """Read ``src``: its reader, then its ``domains`` filter and ``take`` slice; skips stay counted.
+
+    The records carry the source's label map (its ``label_map``, else the reader's own table), which
+    the dataset applies when it decodes a label.
+    """
     result = src.read()
     table = result.records
     if src.domains is not None:
@@ -129,7 +133,7 @@ def read_source(src: SourceConfig) -> ReadResult:
         order = np.random.default_rng([src.take_seed, _TAKE_SALT]).permutation(len(table))
         lo, hi = (round(f * len(table)) for f in src.take)
         table = table.take(np.sort(order[lo:hi]))
-    result.records = table
+    result.records = table.with_label_map(src.name, src.effective_label_map())
     return result
 
 

@@ -2,6 +2,14 @@
 
 Every reader pairs each image with its label file. An image without its label is an error that
 names the file, or, under ``on_invalid: skip``, a counted skip: nothing is dropped silently.
+
+Every source also takes ``label_map`` (a CSV or YAML table, source id -> study id, checked when
+the config is validated) and ``unmapped`` (``error``: an id the map does not cover fails the
+decode naming the file; ``ignore``: such ids become 255). A user's ``label_map`` replaces the
+table a reader brings itself (:meth:`SourceBase.builtin_label_map`: IDD-AW, Mapillary).
+
+A reader that knows its dataset's published splits says so in :meth:`SourceBase.default_splits`,
+which is what lets a study name a dataset by ``reader`` and ``root`` alone.
 """
 
 from __future__ import annotations
@@ -10,10 +18,11 @@ import os
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from proveseg.data.labelmap import LabelMap, LabelMapError, load_label_map
 from proveseg.data.records import RecordTable
 from proveseg.fields import Repeat
 
@@ -59,6 +68,11 @@ class SourceBase(BaseModel):
     on_invalid: Literal["error", "skip"] = "error"
     take: tuple[float, float] | None = None  # keep this slice [start, end) of a seeded shuffle of the entries
     take_seed: int = 0  # the shuffle behind ``take`` (same seed + disjoint slices = disjoint subsets)
+    label_map: Path | None = None  # CSV (source,target) or YAML {source: target}: label ids -> study ids
+    unmapped: Literal["error", "ignore"] = "error"  # an id the label map does not cover: fail, or 255
+
+    # split name (train / val / test) -> this reader's options for it; None: the reader has no presets
+    DEFAULT_SPLITS: ClassVar[dict[str, dict[str, Any] | None] | None] = None
 
     @model_validator(mode="after")
     def _check_filters(self) -> SourceBase:
@@ -66,7 +80,31 @@ class SourceBase(BaseModel):
             raise ValueError(f"take {list(self.take)}: expected [start, end) with 0 <= start < end <= 1")
         if self.domains is not None and not self.domains:
             raise ValueError("domains is an empty list: it keeps nothing (leave it out, or null, to keep every domain)")
+        if self.label_map is not None:
+            try:
+                load_label_map(self.label_map, self.unmapped)
+            except LabelMapError as exc:
+                raise ValueError(f"label_map: {exc}") from None
         return self
+
+    @classmethod
+    def default_splits(cls) -> dict[str, dict[str, Any] | None] | None:
+        """The dataset's published splits as ``{train: {...}, val: {...} | None, test: {...}}`` of this reader's
+        options, or None when the reader has none (a study must then spell out each split)."""
+        return cls.DEFAULT_SPLITS
+
+    def builtin_label_map(self) -> LabelMap | None:
+        """The table this reader applies to its label files itself (None: they are already study ids)."""
+        return None
+
+    def effective_label_map(self) -> LabelMap | None:
+        """The user's ``label_map`` if given, else the reader's own table, else None."""
+        if self.label_map is not None:
+            return load_label_map(self.label_map, self.unmapped)
+        builtin = self.builtin_label_map()
+        if builtin is not None and builtin.unmapped != self.unmapped:
+            return LabelMap(builtin.lut, builtin.origin, self.unmapped)
+        return builtin
 
     @abstractmethod
     def read(self) -> ReadResult:
