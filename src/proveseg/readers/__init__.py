@@ -26,9 +26,12 @@ from pydantic_core import PydanticCustomError
 
 from proveseg.readers.acdc import ACDC_DOMAINS, AcdcSource
 from proveseg.readers.base import IMAGE_EXTENSIONS, ReaderError, ReadResult, SourceBase
+from proveseg.readers.bdd10k import Bdd10kSource
 from proveseg.readers.cityscapes import CityscapesSource
 from proveseg.readers.csvlist import CsvSource
 from proveseg.readers.folder import FolderSource
+from proveseg.readers.iddaw import IddAwSource
+from proveseg.readers.mapillary import MapillarySource
 
 __all__ = [
     "ACDC_DOMAINS",
@@ -36,9 +39,12 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "READERS",
     "AcdcSource",
+    "Bdd10kSource",
     "CityscapesSource",
     "CsvSource",
     "FolderSource",
+    "IddAwSource",
+    "MapillarySource",
     "ReadResult",
     "ReaderError",
     "SourceBase",
@@ -53,6 +59,9 @@ READERS: dict[str, type[SourceBase]] = {
     "cityscapes": CityscapesSource,
     "acdc": AcdcSource,
     "csv": CsvSource,
+    "bdd10k": Bdd10kSource,
+    "idd_aw": IddAwSource,
+    "mapillary": MapillarySource,
 }
 DEFAULT_READER = "folder"  # the reader of a source without ``reader:``
 
