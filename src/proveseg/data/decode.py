@@ -109,13 +109,13 @@ def decode_label(path: str, class_set: ClassSet | None, exif: bool = True,
     both name the file.
     """
     fmt, mode, values = _pixels(path, exif, _label_pixels)
-    if label_map is not None and mode in ("RGB", "RGBA"):
-        raise LabelDecodeError(f"{path}: an RGB colour mask, but its source has a label_map, which maps the ids of "
-                               "single-channel masks")
     if fmt == "JPEG":
         raise LabelDecodeError(f"{path}: a JPEG label: lossy compression changes class ids and colours near every "
                                "edge; labels must be stored losslessly (PNG)")
     if mode in ("RGB", "RGBA"):
+        if label_map is not None:
+            raise LabelDecodeError(f"{path}: an RGB colour mask, but its source has a label_map, which maps the ids "
+                                   "of single-channel masks")
         if class_set is None:
             raise LabelDecodeError(f"{path}: RGB colour-coded mask needs a class set with a palette")
         try:
@@ -131,11 +131,7 @@ def decode_label(path: str, class_set: ClassSet | None, exif: bool = True,
         mask = values.astype(np.uint8)
     else:
         raise LabelDecodeError(f"{path}: label image mode {mode!r} is not a class-id mask")
-    if label_map is not None:
-        mask = label_map.apply(mask, path)
-    elif path.endswith("_labelIds.png"):
-        _check_cityscapes_ids(path, mask)
-        mask = CITYSCAPES_ID_TO_TRAIN_ID[mask]
+    mask = _to_class_ids(path, mask, label_map)
     if class_set is not None:
         bad = (mask >= class_set.num_classes) & (mask != IGNORE_INDEX)
         if bad.any():
@@ -144,6 +140,16 @@ def decode_label(path: str, class_set: ClassSet | None, exif: bool = True,
                 f"{path}: label values {found} outside {class_set.name} (0..{class_set.num_classes - 1}, "
                 f"{IGNORE_INDEX} = ignore) in {int(bad.sum())} pixels")
     return np.ascontiguousarray(mask)
+
+
+def _to_class_ids(path: str, mask: np.ndarray, label_map: LabelMap | None) -> np.ndarray:
+    """A decoded id mask through the source's label map, else Cityscapes label ids to train ids, else as is."""
+    if label_map is not None:
+        return label_map.apply(mask, path)
+    if path.endswith("_labelIds.png"):
+        _check_cityscapes_ids(path, mask)
+        return CITYSCAPES_ID_TO_TRAIN_ID[mask]
+    return mask
 
 
 def _check_cityscapes_ids(path: str, ids: np.ndarray) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -63,7 +63,7 @@ class RecordTable:
         missing = set(COLUMNS) - set(columns) - {"label", "origin"}
         if missing:
             raise ValueError(f"record columns missing: {sorted(missing)}")
-        out = {}
+        out: dict[str, Any] = {}  # Any: the columns, never ``label_maps``
         for name in COLUMNS:
             value = columns.get(name, "")
             out[name] = np.full(n, value, dtype=_STR) if isinstance(value, str) else np.asarray(value, dtype=_STR)

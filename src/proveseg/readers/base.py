@@ -26,7 +26,10 @@ from proveseg.data.labelmap import LabelMap, LabelMapError, load_label_map
 from proveseg.data.records import RecordTable
 from proveseg.fields import Repeat
 
-__all__ = ["IMAGE_EXTENSIONS", "ReadResult", "ReaderError", "SourceBase", "pair_labels", "walk_images"]
+__all__ = ["IMAGE_EXTENSIONS", "ReadResult", "ReaderError", "SourceBase", "SplitPresets", "pair_labels",
+           "walk_images"]
+
+SplitPresets = dict[str, dict[str, Any] | None]  # split name (train / val / test) -> reader options, or None
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -72,7 +75,7 @@ class SourceBase(BaseModel):
     unmapped: Literal["error", "ignore"] = "error"  # an id the label map does not cover: fail, or 255
 
     # split name (train / val / test) -> this reader's options for it; None: the reader has no presets
-    DEFAULT_SPLITS: ClassVar[dict[str, dict[str, Any] | None] | None] = None
+    DEFAULT_SPLITS: ClassVar[SplitPresets | None] = None
 
     @model_validator(mode="after")
     def _check_filters(self) -> SourceBase:
@@ -88,7 +91,7 @@ class SourceBase(BaseModel):
         return self
 
     @classmethod
-    def default_splits(cls) -> dict[str, dict[str, Any] | None] | None:
+    def default_splits(cls) -> SplitPresets | None:
         """The dataset's published splits as ``{train: {...}, val: {...} | None, test: {...}}`` of this reader's
         options, or None when the reader has none (a study must then spell out each split)."""
         return cls.DEFAULT_SPLITS

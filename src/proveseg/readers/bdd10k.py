@@ -13,7 +13,8 @@ The masks already hold the 19 Cityscapes train ids (BDD100K evaluates the same 1
 Domains: without ``attributes`` every image is in ``domain``. With ``attributes`` (a BDD100K
 label JSON in Scalabel format: a list of frames ``{"name": ..., "attributes": {"weather": ...,
 "timeofday": ..., "scene": ...}}``, e.g. ``labels/det_20/det_train.json``; relative paths are
-under ``root``), each image's domain comes from the first of ``domain_rules`` that matches its
+under ``root``; ``{split}`` in it is replaced by the split, so one preset serves train and val:
+``labels/det_20/det_{split}.json``), each image's domain comes from the first of ``domain_rules`` that matches its
 attributes (:data:`BDD_DOMAIN_RULES` by default, listed in the README). The 10K images are not a
 subset of the 100K ones, so some may be missing from the attributes file: ``missing_attributes``
 says what then happens — ``error`` (default, naming how many and an example), ``skip`` (counted
@@ -25,12 +26,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from proveseg.data.records import SOURCE_DOMAIN
-from proveseg.readers.base import ReaderError, ReadResult, SourceBase, pair_labels, walk_images
+from proveseg.readers.base import ReaderError, ReadResult, SourceBase, SplitPresets, pair_labels, walk_images
 
 __all__ = ["BDD_DOMAIN_RULES", "Bdd10kSource", "DomainRule"]
 
@@ -72,12 +73,15 @@ class Bdd10kSource(SourceBase):
     reader: Literal["bdd10k"] = "bdd10k"
     split: str = "train"
     domain: str = SOURCE_DOMAIN  # every image's domain when no attributes file is given
-    attributes: Path | None = None  # BDD100K label JSON with per-image weather/timeofday (relative: under root)
+    attributes: Path | None = None  # BDD100K label JSON with per-image attributes (relative: under root; {split})
     domain_rules: tuple[DomainRule, ...] = BDD_DOMAIN_RULES  # first match wins
     missing_attributes: Literal["error", "skip", "keep"] = "error"  # an image the attributes file does not list
     unknown_domain: str = "unknown"  # the domain of such images under missing_attributes: keep
 
-    DEFAULT_SPLITS = {"train": {"split": "train"}, "val": None, "test": {"split": "val"}}
+    DEFAULT_SPLITS: ClassVar[SplitPresets | None] = {
+        "train": {"split": "train"},
+        "val": None,  # the published val split is the test split: give a val of your own (e.g. a take of train)
+        "test": {"split": "val"}}
 
     def read(self) -> ReadResult:
         """Every image of ``split`` paired with its ``sem_seg`` mask, in the domain its attributes give."""
@@ -108,7 +112,8 @@ class Bdd10kSource(SourceBase):
 
     def _attributes_path(self) -> Path:
         assert self.attributes is not None
-        return self.attributes if self.attributes.is_absolute() else self.root / self.attributes
+        path = Path(str(self.attributes).replace("{split}", self.split))
+        return path if path.is_absolute() else self.root / path
 
     def _attributes(self) -> dict[str, dict[str, str]]:
         """Image file name -> its frame attributes, from a Scalabel-format BDD100K label JSON."""

@@ -26,12 +26,12 @@ on the source replaces this table.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
 from proveseg.data.labelmap import LabelMap
-from proveseg.readers.base import ReaderError, ReadResult, SourceBase, pair_labels, walk_images
+from proveseg.readers.base import ReaderError, ReadResult, SourceBase, SplitPresets, pair_labels, walk_images
 
 __all__ = ["IDDAW_CONDITIONS", "IDD_LEVEL3_TO_CITYSCAPES", "IddAwSource"]
 
@@ -77,7 +77,10 @@ class IddAwSource(SourceBase):
     conditions: dict[str, str] = Field(default_factory=lambda: dict(IDDAW_CONDITIONS))  # folder -> domain
     label_suffix: str = "_labellevel3Ids.png"  # what the IDD-AW toolkit writes for --id-type level3Id
 
-    DEFAULT_SPLITS = {"train": {"split": "train"}, "val": None, "test": {"split": "val"}}
+    DEFAULT_SPLITS: ClassVar[SplitPresets | None] = {
+        "train": {"split": "train"},
+        "val": None,  # the published val split is the test split: give a val of your own (e.g. a take of train)
+        "test": {"split": "val"}}
 
     def read(self) -> ReadResult:
         """Every ``rgb`` image of ``split`` under every condition, paired with its rendered level-3 mask."""

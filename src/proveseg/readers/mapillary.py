@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from proveseg.data.classes import CITYSCAPES19, IGNORE_INDEX
 from proveseg.data.labelmap import LabelMap
 from proveseg.data.records import SOURCE_DOMAIN
-from proveseg.readers.base import ReaderError, ReadResult, SourceBase, pair_labels, walk_images
+from proveseg.readers.base import ReaderError, ReadResult, SourceBase, SplitPresets, pair_labels, walk_images
 
 __all__ = ["MAPILLARY_TO_CITYSCAPES", "MapillarySource", "mapillary_label_map"]
 
@@ -128,7 +128,10 @@ class MapillarySource(SourceBase):
     version: Literal["1.2", "2.0"] = "1.2"
     domain: str = SOURCE_DOMAIN  # Vistas has no per-image condition labels: every image is in this domain
 
-    DEFAULT_SPLITS = {"train": {"split": "training"}, "val": None, "test": {"split": "validation"}}
+    DEFAULT_SPLITS: ClassVar[SplitPresets | None] = {
+        "train": {"split": "training"},
+        "val": None,  # the published val split is the test split: give a val of your own (e.g. a take of train)
+        "test": {"split": "validation"}}
 
     def read(self) -> ReadResult:
         """Every image of ``split`` paired with its ``v<version>`` class-index label."""

@@ -48,8 +48,48 @@ def split_source(name: str, split: SourceConfig, domains: list[str] | None = Non
                                     "domains": domains if domains is not None else split.domains})
 
 
+_SPLITS = ("train", "val", "test")
+_DATASET_KEYS = frozenset({"class_set", "repeat", *_SPLITS})
+
+
+def _expand_preset(value: Any) -> Any:
+    """A preset ``{reader: bdd10k, root: ..., <reader options>}`` as explicit train/val/test splits.
+
+    Each split is the reader's default for it (:meth:`SourceBase.default_splits`) under the preset's
+    reader, root and options; a ``train``/``val``/``test`` entry given beside them is merged over the
+    default (``val: null`` drops a split). A mapping without ``reader`` is left as it is.
+    """
+    if not isinstance(value, Mapping) or "reader" not in value:
+        return value
+    from proveseg.readers import READERS
+
+    reader = value["reader"]
+    schema = READERS.get(reader) if isinstance(reader, str) else None
+    if schema is None:
+        raise ValueError(f"unknown reader {reader!r}; valid: {', '.join(READERS)}")
+    defaults = schema.default_splits()
+    if defaults is None:
+        raise ValueError(f"reader {reader!r} has no default splits: give train and test (each with reader and "
+                         "root), or use a reader that knows its dataset's splits")
+    shared = {k: v for k, v in value.items() if k not in _DATASET_KEYS}
+    out: dict[str, Any] = {k: value[k] for k in ("class_set", "repeat") if k in value}
+    for split in _SPLITS:
+        base, given = defaults.get(split), value.get(split, {})
+        if (split in value and given is None) or (base is None and split not in value):
+            out[split] = None
+            continue
+        if not isinstance(given, Mapping):
+            raise ValueError(f"{split}: expected a mapping of {reader} options to merge over the preset, or null")
+        out[split] = {**shared, **(base or {}), **given}
+    return out
+
+
 class DatasetSpec(_Strict):
-    """A dataset's splits; validation and test must be different images (checked again per run at training)."""
+    """A dataset's splits; validation and test must be different images (checked again per run at training).
+
+    Written out (``train``/``val``/``test``, each a source) or as a preset: ``{reader: bdd10k, root: ...}``
+    takes the splits the reader names as its dataset's published ones (see :func:`_expand_preset`).
+    """
 
     class_set: str = "cityscapes19"
     train: SplitSpec
@@ -57,10 +97,21 @@ class DatasetSpec(_Strict):
     test: SplitSpec
     repeat: Repeat = 1.0
 
+    _preset = model_validator(mode="before")(_expand_preset)
+
     @model_validator(mode="after")
     def _check(self) -> DatasetSpec:
         if self.val is not None and self.val.model_dump(exclude={"name"}) == self.test.model_dump(exclude={"name"}):
             raise ValueError("val and test are the same split: best.pt would be chosen on the test images")
+        from proveseg.data.classes import resolve_class_set
+        from proveseg.data.labelmap import check_label_map_targets, load_label_map
+
+        maps = {split.label_map: split.unmapped for split in (self.train, self.val, self.test)
+                if split is not None and split.label_map is not None}
+        if maps:
+            class_set = resolve_class_set(self.class_set)
+            for path, unmapped in maps.items():
+                check_label_map_targets(load_label_map(path, unmapped), class_set, "label_map")
         return self
 
 
