@@ -91,7 +91,7 @@ def _run_config(source: dict) -> str:
 
 
 def test_registry_names_and_schemas_agree() -> None:
-    assert list(READERS) == ["folder", "cityscapes", "acdc", "csv"]
+    assert list(READERS) == ["folder", "cityscapes", "acdc", "csv", "bdd10k", "idd_aw", "mapillary"]
     assert all(schema.model_fields["reader"].default == reader for reader, schema in READERS.items())
 
 

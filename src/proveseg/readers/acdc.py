@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
-from proveseg.readers.base import ReaderError, ReadResult, SourceBase, pair_labels, walk_images
+from proveseg.readers.base import ReaderError, ReadResult, SourceBase, SplitPresets, pair_labels, walk_images
 
 __all__ = ["ACDC_DOMAINS", "AcdcSource"]
 
@@ -16,6 +16,11 @@ class AcdcSource(SourceBase):
 
     reader: Literal["acdc"] = "acdc"
     split: str = "train"
+
+    DEFAULT_SPLITS: ClassVar[SplitPresets | None] = {
+        "train": {"split": "train"},
+        "val": None,  # the published val split is the test split (test labels are not public)
+        "test": {"split": "val"}}
 
     def read(self) -> ReadResult:
         """Every image of ``split`` under every condition, paired with its ``gt`` label."""

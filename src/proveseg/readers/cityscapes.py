@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from proveseg.data.records import SOURCE_DOMAIN
-from proveseg.readers.base import ReadResult, SourceBase, pair_labels, walk_images
+from proveseg.readers.base import ReadResult, SourceBase, SplitPresets, pair_labels, walk_images
 
 __all__ = ["CityscapesSource"]
 
@@ -16,6 +16,11 @@ class CityscapesSource(SourceBase):
     reader: Literal["cityscapes"] = "cityscapes"
     split: str = "train"
     domain: str = SOURCE_DOMAIN  # every Cityscapes image is in this domain
+
+    DEFAULT_SPLITS: ClassVar[SplitPresets | None] = {
+        "train": {"split": "train"},
+        "val": None,  # the published val split is the test split (test labels are not public)
+        "test": {"split": "val"}}
 
     def read(self) -> ReadResult:
         """Every image of ``split`` paired with its ``gtFine`` label."""
