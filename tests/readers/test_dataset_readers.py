@@ -316,3 +316,12 @@ def test_plan_lists_the_runs_of_a_study_written_with_presets(tmp_path: Path,
     problems = json.loads(capsys.readouterr().out)["problems"]
     assert any(p.startswith("datasets.idd_aw.train: stage-1") for p in problems)
 
+
+
+def test_the_readmes_preset_block_validates() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in readme.split("```yaml\n")[1:] if "reader: bdd10k" in b).split("```")[0]
+    datasets = yaml.safe_load(block)["datasets"]
+    study = _study(datasets)
+    assert set(study.datasets) == {"bdd10k", "idd_aw", "mapillary", "acdc"}
+    assert study.datasets["acdc"].test.split == "val"  # type: ignore[attr-defined]
