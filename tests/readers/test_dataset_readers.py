@@ -320,7 +320,7 @@ def test_plan_lists_the_runs_of_a_study_written_with_presets(tmp_path: Path,
 
 def test_the_readmes_preset_block_validates() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    block = next(b for b in readme.split("```yaml\n")[1:] if "reader: bdd10k" in b).split("```")[0]
+    block = next(b for b in readme.split("```yaml\n")[1:] if "bdd10k: {reader: bdd10k" in b).split("```")[0]
     datasets = yaml.safe_load(block)["datasets"]
     study = _study(datasets)
     assert set(study.datasets) == {"bdd10k", "idd_aw", "mapillary", "acdc"}
