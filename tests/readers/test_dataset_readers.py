@@ -325,3 +325,19 @@ def test_the_readmes_preset_block_validates() -> None:
     study = _study(datasets)
     assert set(study.datasets) == {"bdd10k", "idd_aw", "mapillary", "acdc"}
     assert study.datasets["acdc"].test.split == "val"  # type: ignore[attr-defined]
+
+
+def test_the_training_pipeline_decodes_a_mapped_source_and_hashes_its_map(tmp_path: Path) -> None:
+    from proveseg.data.pipeline import build_training_data
+
+    root = _iddaw(tmp_path / "IDDAW")
+    cfg = parse_run_config(yaml.safe_dump({"data": {
+        "real": [{"name": "idd_aw", "reader": "idd_aw", "root": str(root)},
+                 {"name": "bdd", "reader": "bdd10k", "root": str(_bdd(tmp_path / "bdd100k"))}],
+        "batch_size": 2, "transforms": {"hflip": False}}}))
+    data = build_training_data(cfg.data)
+    rows = {str(s): i for i, s in enumerate(data.records.source.tolist())}
+    assert data.dataset.load(rows["idd_aw"])[1][0, :6].tolist() == [0, 9, 255, 13, 10, 255]
+    assert data.dataset.load(rows["bdd"])[1][0, :4].tolist() == [0, 13, 255, 18]
+    unmapped = read_dataset("idd_aw", root, "idd_aw").records.with_label_map("idd_aw", None)
+    assert data.hashes["real/idd_aw"] != unmapped.sha256()
