@@ -159,3 +159,81 @@ def test_a_row_longer_than_the_header_is_an_error(tmp_path: Path) -> None:
     path = _pair_list(tmp_path, ["img/a.png,lab/a.png,fog,extra"], header="image,label,domain")
     with pytest.raises(ReaderError, match="row 2: 4 fields, header has 3"):
         read_dataset("csv", path, "lst")
+
+
+def _paired_dataset(tmp_path: Path, second: str, spec: TransformSpec, geometry: str = "shared") -> SegmentationDataset:
+    """Two rows: row 0 paired with a second view derived from its image (``second``), row 1 without a pair."""
+    image, label = _scene(1, (48, 64))
+    other, other_label = _scene(2, (48, 64))
+    view = {"same": image, "inverted": 255 - image}[second]
+    table = RecordTable.from_columns({
+        "image": [_png(tmp_path / "a.png", image), _png(tmp_path / "b.png", other)],
+        "label": [_png(tmp_path / "a_l.png", label), _png(tmp_path / "b_l.png", other_label)],
+        "dataset": "d", "domain": "fog", "kind": "real", "source": "s",
+        "image2": [_png(tmp_path / "a2.png", view), ""], "label2": [_png(tmp_path / "a2_l.png", label), ""],
+        "pair_geometry": [geometry, ""]})
+    return SegmentationDataset(table, CITYSCAPES19, spec, seed=3)
+
+
+_GEOMETRY = TransformSpec(scale=(0.6, 1.4), crop=(24, 32), hflip=True, normalize=False)
+
+
+def test_shared_geometry_crops_and_flips_the_pair_alike(tmp_path: Path) -> None:
+    ds = _paired_dataset(tmp_path, "inverted", _GEOMETRY)
+    crops = set()
+    for draw in range(12):  # several draws: different scales, crops and flips, each applied to both views
+        s = ds[0, draw]
+        image, image2 = s["image"], s["image2"]
+        assert isinstance(image, torch.Tensor) and isinstance(image2, torch.Tensor)
+        assert bool(s["paired"]) and image.shape == image2.shape == (3, 24, 32)
+        assert torch.equal(s["mask"], s["mask2"])
+        # image2 is still 255 - image pixel for pixel (up to the resize's uint8 rounding); a crop or flip
+        # that differed by one pixel would leave differences of the order of the random pixels' spread (~0.3)
+        assert (image + image2 - 1).abs().max() <= 3 / 255
+        alone = SegmentationDataset(ds.records.take(np.array([0, 1])), CITYSCAPES19, _GEOMETRY, seed=3)
+        assert torch.equal(alone[0, draw]["image"], image)  # the first view is what it would be without a pair
+        crops.add(float(image.sum()))
+    assert len(crops) > 6  # the draws really differed
+
+
+def test_shared_geometry_jitters_each_view_on_its_own(tmp_path: Path) -> None:
+    ds = _paired_dataset(tmp_path, "same", TransformSpec(crop=(24, 32), hflip=True, jitter=0.4, normalize=False))
+    s = ds[0, 0]
+    assert torch.equal(s["mask"], s["mask2"]) and not torch.equal(s["image"], s["image2"])
+    plain = _paired_dataset(tmp_path / "p", "same", TransformSpec(crop=(24, 32), hflip=True, normalize=False))[0, 0]
+    assert torch.equal(plain["image"], plain["image2"])
+
+
+def test_independent_geometry_draws_its_own_crop(tmp_path: Path) -> None:
+    ds = _paired_dataset(tmp_path, "same", _GEOMETRY, geometry="independent")
+    differ = [not torch.equal(ds[0, d]["mask"], ds[0, d]["mask2"]) for d in range(6)]
+    assert any(differ)
+
+
+def test_a_batch_mixing_paired_and_unpaired_samples_collates(tmp_path: Path) -> None:
+    from torch.utils.data import default_collate
+
+    ds = _paired_dataset(tmp_path, "same", TransformSpec(crop=(24, 32), normalize=False))
+    batch = default_collate([ds[0], ds[1]])
+    assert batch["paired"].tolist() == [True, False]
+    assert batch["image2"].shape == batch["image"].shape and batch["mask2"].shape == batch["mask"].shape
+    assert not batch["image2"][1].any() and bool((batch["mask2"][1] == 255).all())
+    assert torch.equal(batch["mask2"][0], batch["mask"][0])
+
+
+def test_a_table_without_pairs_gives_the_samples_it_always_gave(tmp_path: Path) -> None:
+    ds = _paired_dataset(tmp_path, "same", _GEOMETRY)
+    r = ds.records
+    plain = RecordTable.from_columns({c: getattr(r, c) for c in ("image", "label", "dataset", "domain", "kind",
+                                                                 "source", "origin")})
+    sample = SegmentationDataset(plain, CITYSCAPES19, _GEOMETRY, seed=3)[1, 2]
+    assert set(sample) == {"image", "mask", "domain", "kind", "source", "index"}
+    assert torch.equal(sample["image"], ds[1, 2]["image"]) and torch.equal(sample["mask"], ds[1, 2]["mask"])
+
+
+def test_a_shared_pair_of_different_sizes_fails_at_load_naming_both(tmp_path: Path) -> None:
+    ds = _paired_dataset(tmp_path, "same", _GEOMETRY)
+    _png(tmp_path / "a2.png", _scene(5, (40, 64))[0])
+    _png(tmp_path / "a2_l.png", _scene(5, (40, 64))[1])
+    with pytest.raises(ValueError, match=r"a\.png is 64x48 but its image2 .*a2\.png is 64x40"):
+        ds[0]
