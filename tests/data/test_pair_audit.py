@@ -87,3 +87,28 @@ def test_a_run_without_pairs_records_what_it_always_recorded(tiny_benchmark: Pat
     del old["paired_sources"], old["paired_kinds"]  # a checkpoint written before pairs existed
     resumed.load_state_dict(old)
     assert resumed.samples == audit.samples and not resumed.paired_sources
+
+
+def test_a_trained_paired_run_records_its_pairs_and_the_audit_verifies_it(tiny_benchmark: Path,
+                                                                           tmp_path: Path) -> None:
+    from proveseg.config import RunConfig
+    from proveseg.study.audit import audit_run
+    from proveseg.train.loop import train
+
+    data = _config(tiny_benchmark, pair="original").model_dump(mode="json")
+    cfg = RunConfig.model_validate({
+        "name": "paired", "strategy": "gen_faithful", "output_dir": str(tmp_path / "run"), "data": data,
+        "model": {"name": "unet_micro"},
+        "train": {"max_iters": 2, "eval_interval": 100, "checkpoint_interval": 100, "log_interval": 1,
+                  "num_threads": 1},
+        "evaluation": {"test": [{"name": "s", "root": str(tiny_benchmark / "test"), "domains": ["fog"]}],
+                       "n_boot": 10, "batch_size": 2}})
+    train(cfg)
+    comp = json.loads((tmp_path / "run" / "composition.json").read_text(encoding="utf-8"))
+    assert comp["matches_request"] and comp["consumed"]["paired_per_source"] == {"faithful": 4}
+    result = audit_run(tmp_path / "run")
+    assert result.verdict == "verified", result.reasons
+    comp["consumed"]["paired_per_source"] = {"faithful": 3}  # an edited record no longer re-derives
+    (tmp_path / "run" / "composition.json").write_text(json.dumps(comp), encoding="utf-8")
+    edited = audit_run(tmp_path / "run")
+    assert edited.verdict == "inconsistent" and any("paired_per_source" in r for r in edited.reasons)
