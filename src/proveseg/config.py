@@ -55,6 +55,8 @@ class GeneratedSourceConfig(_Strict):
     allow_absolute: bool = False
     on_invalid: OnInvalid = "error"
     deep: bool = False
+    pair: Literal["columns", "original"] = "columns"  # second image: the image2_path column, or the original
+    pair_geometry: Literal["shared", "independent"] = "shared"  # shared: the pair gets the same crop and flip
 
 
 class NoiseConfig(_Strict):

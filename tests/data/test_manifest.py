@@ -142,6 +142,8 @@ def test_every_reason_has_a_test() -> None:
               "missing_label", "unreadable_image", "truncated_image", "unreadable_label", "truncated_label",
               "size_mismatch", "exif_rotation", "label_out_of_range",
               "duplicate_row"}  # tests/data/test_bad_inputs.py
+    tested |= {"missing_image2", "missing_label2", "unreadable_image2", "unreadable_label2", "pair_size_mismatch",
+               "label2_out_of_range"}  # tests/data/test_manifest_pairs.py
     assert tested == set(REASONS)
 
 

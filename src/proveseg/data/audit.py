@@ -1,7 +1,8 @@
 """ConsumptionAudit: count what a consumer actually received, and compare it with the request.
 
 The counts come from loaded batches (their ``kind``, ``source``, ``domain`` and ``index``
-fields), not from the plan. That count is the proof written to ``composition.json``.
+fields, and ``paired`` for tables with pair columns), not from the plan. That count is the proof
+written to ``composition.json``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class ConsumptionAudit:
         self.sources: Counter[str] = Counter()
         self.domains: Counter[str] = Counter()
         self.kind_domain: Counter[str] = Counter()
+        self.paired_sources: Counter[str] = Counter()  # samples that came with a second image, by source
+        self.paired_kinds: Counter[str] = Counter()
         self.per_batch: list[tuple[int, ...]] = []
         self.first_batches: list[dict[str, object]] = []
         self.keep_batches = keep_batches
@@ -57,6 +60,12 @@ class ConsumptionAudit:
         self.sources.update(sources)
         self.domains.update(domains)
         self.kind_domain.update(f"{k}/{d}" for k, d in zip(kinds, domains, strict=True))
+        if "paired" in batch:
+            paired = np.asarray(batch["paired"]).reshape(-1).astype(bool)
+            if len(paired) != len(kinds):
+                raise CompositionMismatch("batch field paired has another length than kind/source/domain/index")
+            self.paired_sources.update(s for s, p in zip(sources, paired.tolist(), strict=True) if p)
+            self.paired_kinds.update(k for k, p in zip(kinds, paired.tolist(), strict=True) if p)
         self.per_batch.append(tuple(counts.get(k, 0) for k in KINDS))
         if len(self.first_batches) < self.keep_batches:
             self.first_batches.append({**{k: counts.get(k, 0) for k in KINDS}, "sources": dict(Counter(sources))})
@@ -69,7 +78,8 @@ class ConsumptionAudit:
 
         return {
             "kinds": dict(self.kinds), "sources": dict(self.sources), "domains": dict(self.domains),
-            "kind_domain": dict(self.kind_domain), "per_batch": torch.tensor(self.per_batch, dtype=torch.int64),
+            "kind_domain": dict(self.kind_domain), "paired_sources": dict(self.paired_sources),
+            "paired_kinds": dict(self.paired_kinds), "per_batch": torch.tensor(self.per_batch, dtype=torch.int64),
             "first_batches": self.first_batches, "seen": torch.from_numpy(self.seen.copy()), "samples": self.samples,
         }
 
@@ -79,6 +89,8 @@ class ConsumptionAudit:
         self.sources = Counter(state["sources"])
         self.domains = Counter(state["domains"])
         self.kind_domain = Counter(state["kind_domain"])
+        self.paired_sources = Counter(state.get("paired_sources", {}))  # absent in checkpoints before pairs
+        self.paired_kinds = Counter(state.get("paired_kinds", {}))
         self.per_batch = [tuple(int(v) for v in row) for row in state["per_batch"].tolist()]
         self.first_batches = list(state["first_batches"])
         self.seen = state["seen"].numpy().copy()
@@ -93,7 +105,7 @@ class ConsumptionAudit:
         domains = sorted(set(records.domain.tolist()))
         pairs = [f"{k}/{d}" for k in KINDS for d in domains]
         counters = [(self.kinds, list(KINDS)), (self.sources, sources), (self.domains, domains),
-                    (self.kind_domain, pairs)]
+                    (self.kind_domain, pairs), (self.paired_sources, sources), (self.paired_kinds, list(KINDS))]
         vector = np.array([c.get(k, 0) for c, keys in counters for k in keys] + [self.samples], np.int64)
         vector = all_reduce(vector)
         at = 0
@@ -138,6 +150,10 @@ class ConsumptionAudit:
                 problems: Sequence[str] = ()) -> dict[str, object]:
         """The ``composition.json`` document (../shared/DESIGN.md section 3)."""
         comp = self.composition()
+        pairs = {}
+        if records.has_pairs:  # only then: a record of a table without pairs stays as it was
+            pairs = {"paired_per_source": dict(sorted(self.paired_sources.items())),
+                     "paired_per_kind": {k: int(self.paired_kinds.get(k, 0)) for k in KINDS}}
         return {
             "requested": dict(requested),
             "consumed": {
@@ -150,6 +166,7 @@ class ConsumptionAudit:
                 "unique_per_source": self.unique_per_source(records),
                 "per_batch_distinct": sorted({tuple(row) for row in comp.tolist()}),
                 "first_batches": self.first_batches,
+                **pairs,
             },
             "source_hashes": dict(sorted(hashes.items())),
             "manifest_validation": dict(validation or {}),

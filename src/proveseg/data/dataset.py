@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from proveseg.data.classes import IGNORE_INDEX, ClassSet
 from proveseg.data.decode import decode_label, image_size, load_image
+from proveseg.data.pairs import load_second_view, transform_with_pair
 from proveseg.data.records import RecordTable
 from proveseg.data.transforms import TransformSpec, apply_transforms
 
@@ -28,7 +29,10 @@ def noise_image(origin: str, seed: int, index: int, draw: int) -> torch.Tensor:
 
 
 class SegmentationDataset(Dataset[dict[str, object]]):
-    """Samples ``{image, mask, domain, kind, source, index}`` from a record table."""
+    """Samples ``{image, mask, domain, kind, source, index}`` from a record table.
+
+    A table with pair columns adds ``image2``, ``mask2`` and ``paired`` (:mod:`proveseg.data.pairs`).
+    """
 
     def __init__(self, records: RecordTable, class_set: ClassSet, transform: TransformSpec, seed: int = 0) -> None:
         self.records = records
@@ -61,7 +65,12 @@ class SegmentationDataset(Dataset[dict[str, object]]):
         index, draw = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (int(key), 0)
         image, mask = self.load(index, draw)
         rng = np.random.default_rng([self.seed, index, draw])
-        img, msk = apply_transforms(image, mask, self.transform, rng)
         r = self.records
-        return {"image": img, "mask": msk, "domain": str(r.domain[index]), "kind": str(r.kind[index]),
+        if r.has_pairs:
+            views = transform_with_pair(r, index, (image, mask), load_second_view(r, index, self.class_set),
+                                        self.transform, rng, [self.seed, index, draw])
+        else:
+            img, msk = apply_transforms(image, mask, self.transform, rng)
+            views = {"image": img, "mask": msk}
+        return {**views, "domain": str(r.domain[index]), "kind": str(r.kind[index]),
                 "source": str(r.source[index]), "index": torch.tensor(index, dtype=torch.int64)}

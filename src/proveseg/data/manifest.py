@@ -8,11 +8,19 @@ thread pool of them slower still: DESIGN.md section 8), and only the entries the
 symlinks are resolved one by one. A row repeating an earlier one is rejected (it would count
 twice). Image, original and label headers are read in a thread pool by a byte-level parser (size,
 EXIF orientation, end marker); ``deep`` also decodes the image and label fully and checks label
-values against the class set."""
+values against the class set.
+
+Optional ``image2_path`` / ``label2_path`` columns pair a row with a second image and its label;
+``pair="original"`` pairs each generated image with its own ``original_path`` (and ``label_path``)
+instead. A pair goes through the same path, existence, header and (``deep``) decoding checks as the
+contract columns, under its own reasons (:data:`proveseg.data.paircheck.PAIR_REASONS`). A header
+column that looks like a contract or pair column under another spelling (``label2``, ``Label_Path``,
+``lable_path``) is a ManifestError: it would otherwise be ignored as an extra column."""
 
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import os
 from collections.abc import Callable, Iterable
@@ -27,19 +35,22 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from proveseg.data.classes import ClassSet
-from proveseg.data.imageheader import HeaderError, ImageHeader, read_header
+from proveseg.data.imageheader import ImageHeader
+from proveseg.data.paircheck import PAIR_REASONS, pair_problem, read_headers, shown_size
 from proveseg.data.records import RecordTable
 
 _STR = np.dtypes.StringDType()
 
-__all__ = ["MANIFEST_COLUMNS", "REASONS", "ROOT_MARKER", "ManifestError", "ManifestReport", "validate_manifest"]
+__all__ = ["MANIFEST_COLUMNS", "PAIR_COLUMNS", "REASONS", "ROOT_MARKER", "ManifestError", "ManifestReport",
+           "validate_manifest"]
 
 MANIFEST_COLUMNS = ("generated_path", "original_path", "label_path", "dataset", "source_domain", "target_domain")
+PAIR_COLUMNS = ("image2_path", "label2_path")  # optional: a second image (and its label) per row
 ROOT_MARKER = ".proveseg-root"
 REASONS = (
     "empty_field", "absolute_path", "path_escapes_root", "missing_generated", "missing_original", "missing_label",
     "unreadable_image", "truncated_image", "unreadable_label", "truncated_label", "size_mismatch",
-    "exif_rotation", "label_out_of_range", "duplicate_row",
+    "exif_rotation", "label_out_of_range", "duplicate_row", *PAIR_REASONS, "label2_out_of_range",
 )
 _PATHS = ("generated_path", "original_path", "label_path")
 
@@ -55,9 +66,11 @@ class DatasetReport:
     valid: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     examples: list[dict[str, object]] = field(default_factory=list)
+    paired: int | None = None  # valid rows with a second image; None when the manifest is not paired
 
     def as_dict(self) -> dict[str, object]:
-        return {"rows": self.rows, "found": self.found, "valid": self.valid,
+        pairs = {} if self.paired is None else {"paired": self.paired}
+        return {"rows": self.rows, "found": self.found, "valid": self.valid, **pairs,
                 "rejected": dict(sorted(self.rejected.items())), "examples": self.examples}
 
 
@@ -71,15 +84,20 @@ class ManifestReport:
     rejected_rows: list[tuple[int, str, str]]  # (row number in the file, reason, detail)
     _columns: dict[str, pa.Array] = field(repr=False, default_factory=dict)
     extra_columns: list[str] = field(default_factory=list)  # header columns beyond the contract: kept, ignored
+    pair_geometry: str = "shared"  # how a row's second image follows the first through the transforms
 
     @cached_property
     def records(self) -> RecordTable:
-        """Records of the valid rows (kind ``generated``), built on first use."""
+        """Records of the valid rows (kind ``generated``), built on first use; with pair columns when paired."""
         c = {name: column.to_numpy(zero_copy_only=False).astype(_STR) for name, column in self._columns.items()}
+        pairs = {}
+        if "image2_path" in c:
+            pairs = {"image2": c["image2_path"], "label2": c["label2_path"],
+                     "pair_geometry": np.where(c["image2_path"] != "", self.pair_geometry, "").astype(_STR)}
         return RecordTable.from_columns({
             "image": c["generated_path"], "label": c["label_path"], "dataset": c["dataset"],
             "domain": c["target_domain"], "kind": "generated", "source": self.generator,
-            "origin": c["original_path"]}, n=len(c["dataset"])).sorted()
+            "origin": c["original_path"], **pairs}, n=len(c["dataset"])).sorted()
 
     @property
     def n_invalid(self) -> int:
@@ -123,6 +141,7 @@ def _read_manifest(path: Path) -> tuple[np.ndarray, dict[str, pa.Array], list[st
         raw = path.read_bytes()
     except OSError as exc:
         raise ManifestError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    _check_column_names(path, _header_names(raw))
     columns = _read_with_arrow(raw)
     if columns is not None:
         n = len(columns[MANIFEST_COLUMNS[0]])
@@ -132,6 +151,31 @@ def _read_manifest(path: Path) -> tuple[np.ndarray, dict[str, pa.Array], list[st
                     _header_names(raw))
     numbers, rows = _read_with_csv_module(path, raw)
     return numbers, {c: _trim(pa.array(v, pa.string())) for c, v in rows.items()}, _header_names(raw)
+
+
+def _resembles(name: str) -> str | None:
+    """The contract or pair column that ``name`` looks like under another spelling, or None."""
+    known = (*MANIFEST_COLUMNS, *PAIR_COLUMNS)
+    if name in known:
+        return None
+    key = name.strip().lower().replace("-", "_").replace(" ", "_")
+    stem = key.removesuffix("path").rstrip("_").replace("mask", "label")
+    for column in known:
+        if stem in (column, column.removesuffix("_path")):
+            return column
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+    return close[0] if close else None
+
+
+def _check_column_names(path: Path, header: list[str]) -> None:
+    """Refuse a column that looks like a contract or pair column misspelled: it would be ignored silently."""
+    for name in header:
+        like = _resembles(name)
+        if like is not None:
+            raise ManifestError(
+                f"{path}: column {name!r} looks like {like!r} and would be ignored; rename it {like!r} (the "
+                f"manifest's columns: {', '.join((*MANIFEST_COLUMNS, *PAIR_COLUMNS))}; other extra columns are "
+                "kept, ignored and listed)")
 
 
 def _header_names(raw: bytes) -> list[str]:
@@ -155,15 +199,16 @@ def _read_with_arrow(raw: bytes) -> dict[str, pa.Array] | None:
     if ([h.strip() for h in header] != header or len(set(header)) != len(header)
             or not set(MANIFEST_COLUMNS) <= set(header)):
         return None  # the careful reader strips names and names a repeated or missing column
+    wanted = [*MANIFEST_COLUMNS, *(c for c in PAIR_COLUMNS if c in header)]
     try:
         table = pacsv.read_csv(io.BytesIO(raw), parse_options=pacsv.ParseOptions(newlines_in_values=True),
                                convert_options=pacsv.ConvertOptions(
-                                   column_types=dict.fromkeys(MANIFEST_COLUMNS, pa.string()),
-                                   include_columns=list(MANIFEST_COLUMNS), strings_can_be_null=False,
+                                   column_types=dict.fromkeys(wanted, pa.string()),
+                                   include_columns=wanted, strings_can_be_null=False,
                                    quoted_strings_can_be_null=False))
     except pa.ArrowException:
         return None
-    return {c: table.column(c).combine_chunks() for c in MANIFEST_COLUMNS}
+    return {c: table.column(c).combine_chunks() for c in wanted}
 
 
 def _read_with_csv_module(path: Path, raw: bytes) -> tuple[np.ndarray, dict[str, list[str]]]:
@@ -189,7 +234,8 @@ def _read_with_csv_module(path: Path, raw: bytes) -> tuple[np.ndarray, dict[str,
     if len(bad):
         raise ManifestError(f"{path}: row {numbers[bad[0]]}: {widths[bad[0]]} fields, header has {len(header)}")
     fields = list(zip(*rows, strict=True)) if rows else [() for _ in header]
-    return np.asarray(numbers, np.int64), {c: list(fields[header.index(c)]) for c in MANIFEST_COLUMNS}
+    wanted = [*MANIFEST_COLUMNS, *(c for c in PAIR_COLUMNS if c in header)]
+    return np.asarray(numbers, np.int64), {c: list(fields[header.index(c)]) for c in wanted}
 
 
 def _check_header(path: Path, header: list[str]) -> None:
@@ -197,7 +243,7 @@ def _check_header(path: Path, header: list[str]) -> None:
     missing = [c for c in MANIFEST_COLUMNS if c not in header]
     if missing:
         raise ManifestError(f"{path}: header lacks column(s) {', '.join(missing)}; found {', '.join(header)}")
-    for c in MANIFEST_COLUMNS:
+    for c in (*MANIFEST_COLUMNS, *PAIR_COLUMNS):
         where = [i + 1 for i, name in enumerate(header) if name == c]
         if len(where) > 1:
             raise ManifestError(f"{path}: header names column {c!r} {len(where)} times (columns "
@@ -343,29 +389,10 @@ def _resolve_column(values: pa.Array, base: str, root: str, allow_absolute: bool
     return _Resolved(full.take(inverse), code[inverse.to_numpy()])
 
 
-def _headers(paths: list[str], threads: int) -> list[ImageHeader | str]:
-    """Header of each path, or the reason it could not be read, in a thread pool (reads wait on I/O)."""
-    def read(chunk: list[str]) -> list[ImageHeader | str]:
-        out: list[ImageHeader | str] = []
-        for p in chunk:
-            try:
-                out.append(read_header(p))
-            except OSError as exc:
-                out.append(exc.strerror or str(exc) or type(exc).__name__)
-            except HeaderError as exc:
-                out.append(str(exc) or type(exc).__name__)
-        return out
-
-    chunks = [paths[k:k + 1024] for k in range(0, len(paths), 1024)]
-    if threads <= 1 or len(chunks) <= 1:
-        return [h for c in chunks for h in read(c)]
-    with ThreadPoolExecutor(threads) as pool:
-        return [h for part in pool.map(read, chunks) for h in part]
+_headers = read_headers  # the thread-pooled header reads, shared with the csv reader's pair checks
 
 
-def _shown(h: ImageHeader) -> tuple[int, int]:
-    """(width, height) as decoded, EXIF orientation applied (what the noise control and the label decode see)."""
-    return (h.height, h.width) if h.orientation in (5, 6, 7, 8) else (h.width, h.height)
+_shown = shown_size
 
 
 def _compare(img: ImageHeader | str, lab: ImageHeader | str, orig: ImageHeader | str,
@@ -396,31 +423,38 @@ def _compare(img: ImageHeader | str, lab: ImageHeader | str, orig: ImageHeader |
     return None
 
 
-def _decode_check(image: str, label: str, class_set: ClassSet | None) -> tuple[str, str] | None:
+def _decode_check(image: str, label: str, class_set: ClassSet | None, view: str = "") -> tuple[str, str] | None:
+    """The first decoding problem of an image and its label (``view`` '2': a pair's, whose label may be '')."""
     from proveseg.data.decode import LabelDecodeError, decode_image, decode_label
 
     try:
         decode_image(image, exif=False)
     except OSError as exc:
-        return "unreadable_image", f"decode failed: {exc}"
+        return f"unreadable_image{view}", f"decode failed: {exc}"
+    if not label:
+        return None
     try:
         decode_label(label, class_set)
     except LabelDecodeError as exc:
-        return "label_out_of_range", str(exc)
+        return f"label{view}_out_of_range", str(exc)
     except OSError as exc:
-        return "unreadable_label", f"decode failed: {exc}"
+        return f"unreadable_label{view}", f"decode failed: {exc}"
     return None
 
 
 def validate_manifest(path: str | Path, generator: str | None = None, *, datasets: Iterable[str] | None = None,
                       target_domains: Iterable[str] | None = None, deep: bool = False,
                       class_set: ClassSet | None = None, root: str | Path | None = None,
-                      allow_absolute: bool = False, threads: int = 4, check_files: bool = True) -> ManifestReport:
+                      allow_absolute: bool = False, threads: int = 4, check_files: bool = True,
+                      pair: str = "columns", pair_geometry: str = "shared") -> ManifestReport:
     """Validate a manifest and return its report with the records of the valid rows.
 
     ``datasets`` / ``target_domains`` filter rows before validation (filtered rows are not counted).
     ``check_files=False`` checks existence only; ``deep`` decodes every image and label fully.
     A manifest with a header but no rows is a ManifestError (a generator that wrote nothing).
+    ``pair``: ``columns`` pairs the rows that fill ``image2_path`` (when the manifest has that
+    column), ``original`` pairs every row with its ``original_path`` and ``label_path``; a pair's
+    transforms follow ``pair_geometry`` (``shared`` also requires equal sizes).
     """
     path = Path(path).resolve()
     name = generator or path.parent.name
@@ -429,27 +463,64 @@ def validate_manifest(path: str | Path, generator: str | None = None, *, dataset
     if not len(numbers):
         raise ManifestError(f"{path}: a header but no rows")
     numbers, cols = _filter_rows(numbers, cols, datasets=datasets, target_domains=target_domains)
+    pair_paths = _pair_paths(path, cols, pair, pair_geometry)
     out = _Rejections(len(numbers))
     for c in MANIFEST_COLUMNS:
         out.reject(np.flatnonzero(pc.utf8_length(cols[c]).to_numpy() == 0), "empty_field", f"field {c!r} is empty")
-    resolved = _resolve_paths(cols, path.parent, root_dir, allow_absolute, out)
+    if pair_paths:
+        out.reject(np.flatnonzero(_filled(cols["label2_path"]) & ~_filled(cols["image2_path"])), "empty_field",
+                   "field 'image2_path' is empty but 'label2_path' is set")
+    resolved = _resolve_paths(cols, path.parent, root_dir, allow_absolute, out, pair_paths)
     found = out.code < 0
     _reject_duplicates(cols, resolved, numbers, out)
     if check_files or deep:
-        _check_headers(resolved, out, threads)
+        _check_headers(resolved, out, threads, pair_geometry)
     if deep:
         _check_decoding(resolved, out, class_set, threads)
     valid = out.code < 0
     reports = _dataset_reports(cols["dataset"], numbers, found, out)
     bad = np.flatnonzero(~valid)
     rejected = [(int(numbers[r]), REASONS[out.code[r]], out.detail[r]) for r in bad.tolist()]
-    columns = {**{c: resolved[c].paths for c in _PATHS}, "dataset": cols["dataset"],
+    columns = {**{c: resolved[c].paths for c in (*_PATHS, *pair_paths)}, "dataset": cols["dataset"],
                "target_domain": cols["target_domain"]}
+    if pair == "original":
+        columns.update(image2_path=resolved["original_path"].paths, label2_path=resolved["label_path"].paths)
+    if "image2_path" in columns:
+        _count_pairs(reports, cols["dataset"], valid & _filled(columns["image2_path"]))
     if len(bad):
         keep_rows = pa.array(np.flatnonzero(valid))
         columns = {c: v.take(keep_rows) for c, v in columns.items()}
-    extra = list(dict.fromkeys(h for h in header if h not in MANIFEST_COLUMNS))
-    return ManifestReport(str(path), name, reports, rejected, columns, extra)
+    extra = list(dict.fromkeys(h for h in header if h not in (*MANIFEST_COLUMNS, *PAIR_COLUMNS)))
+    return ManifestReport(str(path), name, reports, rejected, columns, extra, pair_geometry)
+
+
+def _filled(column: pa.Array) -> np.ndarray:
+    """Whether each value is non-empty."""
+    return np.asarray(pc.utf8_length(column).to_numpy(zero_copy_only=False) > 0)
+
+
+def _pair_paths(path: Path, cols: dict[str, pa.Array], pair: str, geometry: str) -> tuple[str, ...]:
+    """The pair path columns to validate (``()`` when the rows are not paired through columns).
+
+    A manifest with ``image2_path`` but no ``label2_path`` gets an empty ``label2_path``: its pairs
+    have no label.
+    """
+    if pair not in ("columns", "original") or geometry not in ("shared", "independent"):
+        raise ValueError(f"pair {pair!r} / pair_geometry {geometry!r}: expected columns|original / shared|independent")
+    if "image2_path" not in cols:
+        return ()
+    if pair == "original":
+        raise ManifestError(f"{path}: pair: original pairs each row with its original_path, but the manifest also "
+                            "has an image2_path column: use one or the other")
+    cols.setdefault("label2_path", pa.array([""] * len(cols["image2_path"]), pa.string()))
+    return PAIR_COLUMNS
+
+
+def _count_pairs(reports: dict[str, DatasetReport], dataset: pa.Array, paired: np.ndarray) -> None:
+    """Set each dataset report's number of valid paired rows."""
+    names = np.asarray(dataset.to_numpy(zero_copy_only=False), dtype=object)
+    for name, report in reports.items():
+        report.paired = int(np.count_nonzero(paired & (names == name)))
 
 
 def _filter_rows(numbers: np.ndarray, cols: dict[str, pa.Array], *, datasets: Iterable[str] | None,
@@ -467,19 +538,26 @@ def _filter_rows(numbers: np.ndarray, cols: dict[str, pa.Array], *, datasets: It
 
 
 def _resolve_paths(cols: dict[str, pa.Array], base: Path, root_dir: Path, allow_absolute: bool,
-                   out: _Rejections) -> dict[str, _Resolved]:
-    """Resolve the path columns; reject absolute paths, paths leaving the root, then missing files."""
+                   out: _Rejections, pair_paths: tuple[str, ...] = ()) -> dict[str, _Resolved]:
+    """Resolve the path columns; reject absolute paths, paths leaving the root, then missing files.
+
+    A pair column's empty values (rows without a pair, or a pair without a label) stay empty.
+    """
     resolved: dict[str, _Resolved] = {}
     listings = _Listings()
     root_prefix = os.path.join(str(root_dir), "")
-    for c in _PATHS:
+    for c in (*_PATHS, *pair_paths):
         resolved[c] = res = _resolve_column(cols[c], str(base), root_prefix, allow_absolute, listings)
+        if c in pair_paths:
+            empty = ~_filled(cols[c])
+            res.code[empty], res.distinct = 0, False
+            res.paths = pc.if_else(pa.array(empty), "", res.paths)
         for value, why in ((_ABSOLUTE, "absolute_path"), (_ESCAPES, "path_escapes_root")):
             out.reject(np.flatnonzero(res.code == value), why,
                        _details(f"{c}=", cols[c], f" (root {root_dir})", quoted=True))
         out.reject(np.flatnonzero(res.code == _LINK_ESCAPES), "path_escapes_root",
                    _link_details(c, cols[c], res, root_dir))
-    for c in _PATHS:
+    for c in (*_PATHS, *pair_paths):
         out.reject(np.flatnonzero(resolved[c].code == _MISSING), f"missing_{c.removesuffix('_path')}",
                    _details(f"{c}: ", resolved[c].paths))
     return resolved
@@ -527,9 +605,10 @@ def _unique_headers(column: pa.Array, rows: np.ndarray, threads: int,
     return unique, pc.index_in(values, value_set=pa.array(unique, pa.string())).to_numpy(), _headers(unique, threads)
 
 
-def _check_headers(resolved: dict[str, _Resolved], out: _Rejections, threads: int) -> None:
+def _check_headers(resolved: dict[str, _Resolved], out: _Rejections, threads: int, geometry: str = "shared") -> None:
     """Read the headers of each image, label and original not yet rejected; reject unreadable, truncated
-    or mismatched ones (the original's size must match the label: the noise control draws noise of it)."""
+    or mismatched ones (the original's size must match the label: the noise control draws noise of it).
+    Then the pairs' headers, against ``geometry`` (:func:`proveseg.data.paircheck.pair_problem`)."""
     rows = np.flatnonzero(out.code < 0)
     images = _pick(resolved["generated_path"].paths, rows)
     img_headers = _headers(images, threads)
@@ -541,6 +620,25 @@ def _check_headers(resolved: dict[str, _Resolved], out: _Rejections, threads: in
                            (images[i], labels[lab], originals[orig]))
         if outcome is not None:
             out.reject(np.asarray([row]), *outcome)
+    if "image2_path" in resolved:
+        _check_pair_headers(resolved, out, threads, geometry, dict(zip(rows.tolist(), img_headers, strict=True)))
+
+
+def _check_pair_headers(resolved: dict[str, _Resolved], out: _Rejections, threads: int, geometry: str,
+                        img_headers: dict[int, ImageHeader | str]) -> None:
+    """Reject the pairs (of rows not yet rejected) whose image2 / label2 are unreadable or of the wrong size."""
+    rows = np.flatnonzero((out.code < 0) & _filled(resolved["image2_path"].paths))
+    images, images2 = _pick(resolved["generated_path"].paths, rows), _pick(resolved["image2_path"].paths, rows)
+    heads2 = _headers(images2, threads)
+    labels2 = _pick(resolved["label2_path"].paths, rows)
+    with_label = [k for k, label in enumerate(labels2) if label]
+    label_heads = dict(zip(with_label, _headers([labels2[k] for k in with_label], threads), strict=True))
+    for k, row in enumerate(rows.tolist()):
+        found = pair_problem(img_headers[row], heads2[k], label_heads.get(k), geometry,
+                             (images[k], images2[k], labels2[k]))
+        if found is not None:
+            reason, column, detail = found
+            out.reject(np.asarray([row]), reason, f"{column}_path: {detail}")
 
 
 def _check_decoding(resolved: dict[str, _Resolved], out: _Rejections, class_set: ClassSet | None,
@@ -554,6 +652,15 @@ def _check_decoding(resolved: dict[str, _Resolved], out: _Rejections, class_set:
     for row, outcome in zip(rows.tolist(), outcomes, strict=True):
         if outcome is not None:
             out.reject(np.asarray([row]), *outcome)
+    if "image2_path" in resolved:
+        rows = np.flatnonzero((out.code < 0) & _filled(resolved["image2_path"].paths))
+        pairs = list(zip(_pick(resolved["image2_path"].paths, rows), _pick(resolved["label2_path"].paths, rows),
+                         strict=True))
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            outcomes = list(pool.map(lambda pair: _decode_check(pair[0], pair[1], class_set, "2"), pairs))
+        for row, outcome in zip(rows.tolist(), outcomes, strict=True):
+            if outcome is not None:
+                out.reject(np.asarray([row]), *outcome)
 
 
 def _pick(column: pa.Array, rows: np.ndarray) -> list[str]:

@@ -163,7 +163,8 @@ def _real_group(cfg: DataConfig, gathered: _Gathered) -> Group:
 def _manifest_records(gen: GeneratedSourceConfig, class_set: ClassSet, gathered: _Gathered) -> RecordTable:
     """A generator's validated manifest rows; invalid rows raise or are counted, per ``on_invalid``."""
     report = validate_manifest(gen.manifest, gen.name, datasets=gen.datasets, target_domains=gen.target_domains,
-                               deep=gen.deep, class_set=class_set, root=gen.root, allow_absolute=gen.allow_absolute)
+                               deep=gen.deep, class_set=class_set, root=gen.root, allow_absolute=gen.allow_absolute,
+                               pair=gen.pair, pair_geometry=gen.pair_geometry)
     gathered.validation[gen.name] = report.as_dict()["datasets"]
     if report.n_invalid:
         if gen.on_invalid == "error":
@@ -203,9 +204,12 @@ def _unlabeled_group(cfg: DataConfig, gathered: _Gathered) -> Group | None:
     members = []
     for src in cfg.unlabeled:
         table = gathered.read(src)
+        pairs: dict[str, np.ndarray | str] = {}  # an unlabeled source keeps its pairs (their labels dropped too)
+        if table.image2 is not None and table.pair_geometry is not None:
+            pairs = {"image2": table.image2, "label2": "", "pair_geometry": table.pair_geometry}
         unlabeled = RecordTable.from_columns({
             "image": table.image, "label": "", "dataset": table.dataset, "domain": table.domain,
-            "kind": "unlabeled", "source": src.name, "origin": ""}, n=len(table))
+            "kind": "unlabeled", "source": src.name, "origin": "", **pairs}, n=len(table))
         members.append(gathered.add("unlabeled", src.name, unlabeled, src.repeat))
     return Group("unlabeled", cfg.unlabeled_share, tuple(members))
 

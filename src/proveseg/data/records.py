@@ -2,6 +2,11 @@
 
 A study may hold millions of entries, so a table is a handful of numpy string columns, never a
 list of per-sample objects. The columns follow ../shared/DESIGN.md section 2.
+
+A table may also carry the optional pair columns (:data:`PAIR_COLUMNS`): a second image and label
+per row (a video's next frame, a generated image's clear-day original) and how the transforms treat
+the pair (``pair_geometry``: ``shared`` or ``independent``; empty on rows without a pair). They are
+present for every row or for none; a table without them hashes exactly as before they existed.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ import numpy as np
 if TYPE_CHECKING:
     from proveseg.data.labelmap import LabelMap
 
-__all__ = ["COLUMNS", "KINDS", "NOISE_SOURCE", "SOURCE_DOMAIN", "RecordTable"]
+__all__ = ["COLUMNS", "KINDS", "NOISE_SOURCE", "PAIR_COLUMNS", "PAIR_GEOMETRIES", "SOURCE_DOMAIN", "RecordTable"]
 
 COLUMNS = ("image", "label", "dataset", "domain", "kind", "source", "origin")
+PAIR_COLUMNS = ("image2", "label2", "pair_geometry")  # optional, all or none
+PAIR_GEOMETRIES = ("shared", "independent")
 KINDS = ("real", "generated", "noise", "unlabeled")
 SOURCE_DOMAIN = "clear_day"  # the domain generated images are translated from
 NOISE_SOURCE = "random_noise"  # the source name of the noise control's samples
@@ -29,8 +36,11 @@ _STR = np.dtypes.StringDType()
 class RecordTable:
     """Columnar table of samples. ``label`` and ``origin`` are empty strings when absent.
 
+    ``image2`` / ``label2`` / ``pair_geometry`` are None for a table without pairs, else columns
+    like the others ('' on the rows without a pair).
+
     ``label_maps`` holds, per source name, the table that turns that source's label ids into
-    class ids when a label is decoded (sources without one are decoded as they are).
+    class ids when a label (and a pair's ``label2``) is decoded (sources without one are decoded as they are).
     """
 
     image: np.ndarray
@@ -40,21 +50,52 @@ class RecordTable:
     kind: np.ndarray
     source: np.ndarray
     origin: np.ndarray
+    image2: np.ndarray | None = None
+    label2: np.ndarray | None = None
+    pair_geometry: np.ndarray | None = None
     label_maps: Mapping[str, LabelMap] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.image)
-        for name in COLUMNS:
+        present = [name for name in PAIR_COLUMNS if getattr(self, name) is not None]
+        if present and len(present) != len(PAIR_COLUMNS):
+            raise ValueError(f"record pair columns {present} given without {sorted(set(PAIR_COLUMNS) - set(present))}")
+        for name in self.columns:
             col = getattr(self, name)
             if col.ndim != 1 or len(col) != n:
                 raise ValueError(f"record column {name!r} has shape {col.shape}, expected ({n},)")
         bad = set(np.unique(self.kind).tolist()) - set(KINDS)
         if bad:
             raise ValueError(f"record kinds {sorted(bad)} not in {KINDS}")
+        if present:
+            self._check_pairs()
+
+    def _check_pairs(self) -> None:
+        paired, label2, geometry = self.paired(), self._column("label2"), self._column("pair_geometry")
+        unknown = set(np.unique(geometry[paired]).tolist()) - set(PAIR_GEOMETRIES)
+        if unknown:
+            raise ValueError(f"record pair geometries {sorted(unknown)} not in {PAIR_GEOMETRIES}")
+        stray = np.flatnonzero(~paired & ((label2 != "") | (geometry != "")))
+        if len(stray):
+            raise ValueError(f"record {self.image[stray[0]]}: label2 or pair_geometry without an image2")
+
+    @property
+    def has_pairs(self) -> bool:
+        """Whether the table carries the pair columns (some rows may still have no pair)."""
+        return self.image2 is not None
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The columns this table holds: :data:`COLUMNS`, then :data:`PAIR_COLUMNS` when present."""
+        return COLUMNS + PAIR_COLUMNS if self.has_pairs else COLUMNS
+
+    def paired(self) -> np.ndarray:
+        """Boolean mask of the rows that have a second image (all False without pair columns)."""
+        return np.zeros(len(self), bool) if self.image2 is None else self.image2 != ""
 
     @classmethod
     def from_columns(cls, columns: Mapping[str, Sequence[str] | np.ndarray | str], n: int | None = None) -> RecordTable:
-        """Build a table; a plain string value is broadcast to every row."""
+        """Build a table; a plain string value is broadcast to every row. Pair columns are optional (all or none)."""
         lengths = {len(v) for v in columns.values() if not isinstance(v, str)}
         if n is None:
             if len(lengths) != 1:
@@ -63,8 +104,9 @@ class RecordTable:
         missing = set(COLUMNS) - set(columns) - {"label", "origin"}
         if missing:
             raise ValueError(f"record columns missing: {sorted(missing)}")
+        names = COLUMNS + tuple(c for c in PAIR_COLUMNS if c in columns)
         out: dict[str, Any] = {}  # Any: the columns, never ``label_maps``
-        for name in COLUMNS:
+        for name in names:
             value = columns.get(name, "")
             out[name] = np.full(n, value, dtype=_STR) if isinstance(value, str) else np.asarray(value, dtype=_STR)
         return cls(**out)
@@ -75,6 +117,7 @@ class RecordTable:
 
     @classmethod
     def concat(cls, tables: Sequence[RecordTable]) -> RecordTable:
+        """Rows of ``tables`` in order; the pair columns are kept if any table has them ('' elsewhere)."""
         if not tables:
             return cls.empty()
         maps: dict[str, LabelMap] = {}
@@ -84,21 +127,26 @@ class RecordTable:
                     raise ValueError(f"source {source!r} is read with two different label maps "
                                      f"({maps[source].origin}, {label_map.origin})")
                 maps[source] = label_map
-        return cls(**{name: np.concatenate([getattr(t, name) for t in tables]) for name in COLUMNS}, label_maps=maps)
+        names = COLUMNS + PAIR_COLUMNS if any(t.has_pairs for t in tables) else COLUMNS
+        return cls(**{name: np.concatenate([t._column(name) for t in tables]) for name in names}, label_maps=maps)
+
+    def _column(self, name: str) -> np.ndarray:
+        value = getattr(self, name)
+        return np.full(len(self), "", dtype=_STR) if value is None else value
 
     def __len__(self) -> int:
         return len(self.image)
 
     def take(self, indices: np.ndarray) -> RecordTable:
         """Rows at ``indices`` (integer array or boolean mask)."""
-        return RecordTable(**{name: getattr(self, name)[indices] for name in COLUMNS}, label_maps=self.label_maps)
+        return RecordTable(**{name: getattr(self, name)[indices] for name in self.columns}, label_maps=self.label_maps)
 
     def with_label_map(self, source: str, label_map: LabelMap | None) -> RecordTable:
         """This table with ``source``'s labels decoded through ``label_map`` (None: as they are)."""
         maps = {k: v for k, v in self.label_maps.items() if k != source}
         if label_map is not None:
             maps[source] = label_map
-        return RecordTable(**{name: getattr(self, name) for name in COLUMNS}, label_maps=maps)
+        return RecordTable(**{name: getattr(self, name) for name in self.columns}, label_maps=maps)
 
     def label_map_of(self, i: int) -> LabelMap | None:
         """The label map of row ``i``'s source, or None."""
@@ -110,12 +158,16 @@ class RecordTable:
         return self.take(order)
 
     def row(self, i: int) -> dict[str, str]:
-        return {name: str(getattr(self, name)[i]) for name in COLUMNS}
+        return {name: str(getattr(self, name)[i]) for name in self.columns}
 
     def sha256(self) -> str:
-        """Hash of the ordered entries; any change in content or order changes it."""
+        """Hash of the ordered entries; any change in content or order changes it.
+
+        The pair columns are hashed only when present, so a table without pairs keeps the hash it
+        had before pairs existed (old run directories still verify).
+        """
         h = hashlib.sha256()
-        for name in COLUMNS:
+        for name in self.columns:
             h.update(name.encode())
             h.update("\x1f".join(getattr(self, name).tolist()).encode("utf-8"))
             h.update(b"\x1e")

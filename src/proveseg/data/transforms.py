@@ -17,7 +17,8 @@ from torchvision.transforms.v2 import functional as F
 
 from proveseg.data.classes import IGNORE_INDEX
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TransformSpec", "apply_transforms", "denormalize"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TransformSpec", "apply_shared_transforms", "apply_transforms",
+           "denormalize"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -38,29 +39,51 @@ class TransformSpec:
 def apply_transforms(image: torch.Tensor, mask: np.ndarray, spec: TransformSpec,
                      rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """(3, H, W) uint8 image and (H, W) uint8 mask -> float (3, h, w) image and long (h, w) mask."""
-    img = tv_tensors.Image(image)
-    msk = tv_tensors.Mask(torch.from_numpy(mask)[None])
+    (img, msk), = apply_shared_transforms([(image, mask)], spec, rng)
+    return img, msk
+
+
+def apply_shared_transforms(views: list[tuple[torch.Tensor, np.ndarray]], spec: TransformSpec,
+                            rng: np.random.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Transform (image, mask) views of one sample under the same geometry: one resize, scale, crop and flip.
+
+    The views must have the same size. The geometry is drawn once, from ``rng``, exactly as for a
+    single view (the first view of a pair is transformed as it would be alone); the photometric
+    jitter is then drawn for each view in turn, so two views of a pair differ in colour but not
+    in where each pixel lands.
+    """
+    sizes = {tuple(image.shape[-2:]) for image, _ in views}
+    if len(sizes) != 1:
+        raise ValueError(f"views of different sizes {sorted(sizes)} cannot share one geometry")
+    pairs = [(tv_tensors.Image(image), tv_tensors.Mask(torch.from_numpy(mask)[None])) for image, mask in views]
     if spec.resize is not None:
-        img = F.resize(img, list(spec.resize), interpolation=InterpolationMode.BILINEAR, antialias=True)
-        msk = F.resize(msk, list(spec.resize), interpolation=InterpolationMode.NEAREST)
+        pairs = [_resize(img, msk, list(spec.resize)) for img, msk in pairs]
     if spec.scale is not None:
         factor = float(rng.uniform(*spec.scale))
-        h, w = img.shape[-2:]
-        size = [max(1, round(h * factor)), max(1, round(w * factor))]
-        img = F.resize(img, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
-        msk = F.resize(msk, size, interpolation=InterpolationMode.NEAREST)
+        h, w = pairs[0][0].shape[-2:]
+        pairs = [_resize(img, msk, [max(1, round(h * factor)), max(1, round(w * factor))]) for img, msk in pairs]
     if spec.crop is not None:
         ch, cw = spec.crop
-        h, w = img.shape[-2:]
+        h, w = pairs[0][0].shape[-2:]
         pad_h, pad_w = max(0, ch - h), max(0, cw - w)
         if pad_h or pad_w:
-            img = F.pad(img, [0, 0, pad_w, pad_h], fill=0)
-            msk = F.pad(msk, [0, 0, pad_w, pad_h], fill=IGNORE_INDEX)
-            h, w = img.shape[-2:]
+            pairs = [(F.pad(img, [0, 0, pad_w, pad_h], fill=0), F.pad(msk, [0, 0, pad_w, pad_h], fill=IGNORE_INDEX))
+                     for img, msk in pairs]
+            h, w = pairs[0][0].shape[-2:]
         top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-        img, msk = F.crop(img, top, left, ch, cw), F.crop(msk, top, left, ch, cw)
+        pairs = [(F.crop(img, top, left, ch, cw), F.crop(msk, top, left, ch, cw)) for img, msk in pairs]
     if spec.hflip and rng.random() < 0.5:
-        img, msk = F.horizontal_flip(img), F.horizontal_flip(msk)
+        pairs = [(F.horizontal_flip(img), F.horizontal_flip(msk)) for img, msk in pairs]
+    return [(_photometric(img, spec, rng), msk[0].as_subclass(torch.Tensor).long()) for img, msk in pairs]
+
+
+def _resize(img: torch.Tensor, msk: torch.Tensor, size: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    return (F.resize(img, size, interpolation=InterpolationMode.BILINEAR, antialias=True),
+            F.resize(msk, size, interpolation=InterpolationMode.NEAREST))
+
+
+def _photometric(img: torch.Tensor, spec: TransformSpec, rng: np.random.Generator) -> torch.Tensor:
+    """Jitter (drawn from ``rng``), then float in [0, 1], then the ImageNet normalisation if asked."""
     if spec.jitter > 0:
         j = spec.jitter
         img = F.adjust_brightness(img, float(rng.uniform(1 - j, 1 + j)))
@@ -70,7 +93,7 @@ def apply_transforms(image: torch.Tensor, mask: np.ndarray, spec: TransformSpec,
     out = F.to_dtype(img, torch.float32, scale=True)
     if spec.normalize:
         out = F.normalize(out, list(IMAGENET_MEAN), list(IMAGENET_STD))
-    return out.as_subclass(torch.Tensor), msk[0].as_subclass(torch.Tensor).long()
+    return out.as_subclass(torch.Tensor)
 
 
 def denormalize(image: torch.Tensor, normalized: bool = True) -> np.ndarray:

@@ -105,6 +105,12 @@ def rederive_consumption(data: Any, batches: int) -> dict[str, Any]:
     seen = id_counts > 0
     unique_names, unique_counts = np.unique(records.source[seen], return_counts=True)
     rows = np.concatenate(per_batch) if per_batch else np.zeros((0, len(KINDS)), np.int64)
+    pairs = {}
+    if records.has_pairs:  # as ConsumptionAudit.to_dict: only for a table with pair columns
+        paired_counts = id_counts * records.paired()
+        paired_kinds = _count(kind_names, kind_codes, paired_counts)
+        pairs = {"paired_per_source": _count(source_names, source_codes, paired_counts),
+                 "paired_per_kind": {k: paired_kinds.get(k, 0) for k in KINDS}}
     return {
         "batches": batches, "samples": int(id_counts.sum()),
         "per_kind": {k: per_kind.get(k, 0) for k in KINDS},
@@ -114,7 +120,7 @@ def rederive_consumption(data: Any, batches: int) -> dict[str, Any]:
         "unique_per_source": {str(v): int(c) for v, c in zip(unique_names.tolist(), unique_counts.tolist(),
                                                              strict=True)},
         "per_batch_distinct": [list(r) for r in sorted({tuple(int(v) for v in row) for row in rows.tolist()})],
-        "first_batches": first, "sequence_sha256": sequence,
+        "first_batches": first, "sequence_sha256": sequence, **pairs,
     }
 
 

@@ -120,11 +120,14 @@ class GeneratorSpec(_Strict):
     repeat: Repeat = 1.0
     on_invalid: Literal["error", "skip"] = "error"
     root: Path | None = None
+    pair: Literal["columns", "original"] = "columns"  # as GeneratedSourceConfig.pair
+    pair_geometry: Literal["shared", "independent"] = "shared"
 
     def source(self, name: str, dataset: str) -> GeneratedSourceConfig:
         """This generator's manifest as a run's generated source, restricted to ``dataset``'s rows."""
         return GeneratedSourceConfig(name=name, manifest=self.manifest, repeat=self.repeat, datasets=[dataset],
-                                     on_invalid=self.on_invalid, root=self.root)
+                                     on_invalid=self.on_invalid, root=self.root, pair=self.pair,
+                                     pair_geometry=self.pair_geometry)
 
 
 class AugmentationSpec(TransformConfig):
