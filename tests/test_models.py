@@ -7,6 +7,7 @@ import torch
 
 from proveseg.evaluate.inference import InferenceSpec
 from proveseg.models import MODELS, build_model, build_network
+from tests.models.conftest import _one_thread  # noqa: F401  (autouse: one torch thread on a shared CPU)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -15,9 +16,9 @@ def test_every_model_trains_a_step_and_infers_whole_and_slide(name: str) -> None
     model = build_model(name, 5)
     params = [p for p in model.network.parameters() if p.requires_grad]
     before = [p.detach().clone() for p in params[:4]] + [params[-1].detach().clone()]
-    optimizer = torch.optim.SGD(params, lr=0.1)
-    images, masks = torch.randn(2, 3, 32, 32), torch.randint(0, 5, (2, 32, 32))  # CPU-cheap: every model, one step
-    masks[1, :8] = 255
+    optimizer = torch.optim.SGD(params, lr=1e-3)
+    images, masks = torch.randn(2, 3, 64, 64), torch.randint(0, 5, (2, 64, 64))
+    masks[1, :16] = 255
     model.network.train()
     outputs = model.forward(model.network, images)
     loss, parts = model.loss(outputs, masks)
@@ -26,7 +27,7 @@ def test_every_model_trains_a_step_and_infers_whole_and_slide(name: str) -> None
     optimizer.step()
     after = params[:4] + [params[-1]]
     assert any(not torch.equal(b, a.detach()) for b, a in zip(before, after, strict=True)), "no weight moved"
-    assert model.pixel_logits(outputs).shape == (2, 5, 32, 32)
+    assert model.pixel_logits(outputs).shape == (2, 5, 64, 64)
     model.eval()
     odd = torch.randn(1, 3, 72, 100)  # not a multiple of 32: padded inside, cropped back
     for spec in (InferenceSpec(), InferenceSpec("slide", (72, 64), (72, 36))):  # two overlapping windows
