@@ -25,7 +25,7 @@ def test_every_model_trains_a_step_and_infers_whole_and_slide(name: str) -> None
     assert torch.isfinite(loss) and parts and all(v == v for v in parts.values())
     loss.backward()
     optimizer.step()
-    after = params[:4] + [params[-1]]
+    after = [*params[:4], params[-1]]
     assert any(not torch.equal(b, a.detach()) for b, a in zip(before, after, strict=True)), "no weight moved"
     assert model.pixel_logits(outputs).shape == (2, 5, 64, 64)
     model.eval()
@@ -40,7 +40,7 @@ def test_unknown_model_lists_valid_names() -> None:
         build_model("resnet9000", 19)
     with pytest.raises(ValueError, match="encoder_weights"):
         build_model("unet_tiny", 19, "instagram")
-    with pytest.raises(ValueError, match="no downloadable ImageNet weights: give .* model.weights"):
+    with pytest.raises(ValueError, match=r"no downloadable ImageNet weights: give .* model\.weights"):
         build_model("segnext_mscan-t", 19, "imagenet")  # refused before any download is tried
 
 

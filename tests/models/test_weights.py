@@ -61,15 +61,15 @@ def test_bad_weights_files_are_errors_naming_the_file(tmp_path: Path) -> None:
         build_model("unet_micro", 5, weights=seven)
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\x00not a safetensors file")
-    with pytest.raises(WeightsError, match="garbage.safetensors: cannot read weights"):
+    with pytest.raises(WeightsError, match=r"garbage\.safetensors: cannot read weights"):
         build_model("unet_micro", 5, weights=garbage)
     other = tmp_path / "other.pth"
     torch.save({"fc.weight": torch.zeros(3, 3)}, other)
-    with pytest.raises(WeightsError, match="other.pth: none of its 1 keys"):
+    with pytest.raises(WeightsError, match=r"other\.pth: none of its 1 keys"):
         build_model("unet_micro", 5, weights=other)
     pickled = tmp_path / "pickled.pth"
     torch.save({"state_dict": build_network("unet_micro", 5).state_dict(), "hook": Path("x")}, pickled)
-    with pytest.raises(WeightsError, match="pickled.pth: cannot read weights"):  # weights_only=True refuses it
+    with pytest.raises(WeightsError, match=r"pickled\.pth: cannot read weights"):  # weights_only=True refuses it
         build_model("unet_micro", 5, weights=pickled)
 
 
@@ -84,7 +84,7 @@ def test_config_refuses_a_missing_weights_file_or_an_unknown_format(tmp_path: Pa
         parse_run_config(_run_yaml("unet_micro", 2, f"  weights: {missing}\n"), "run.yaml")
     onnx = tmp_path / "model.onnx"
     onnx.write_bytes(b"")
-    with pytest.raises(ConfigError, match="must end in one of .pth"):
+    with pytest.raises(ConfigError, match=r"must end in one of \.pth"):
         parse_run_config(_run_yaml("unet_micro", 2, f"  weights: {onnx}\n"), "run.yaml")
     ok = tmp_path / "ok.safetensors"
     ok.write_bytes(b"")

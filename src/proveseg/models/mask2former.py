@@ -45,11 +45,14 @@ _HUB_BACKBONES = {"swin-b": "microsoft/swin-base-patch4-window12-384-in22k", "r5
 
 
 def _backbone_config(backbone: str) -> SwinConfig | ResNetConfig:
+    # keyword dicts: transformers' config classes take these through **kwargs, which its stubs do not declare
     if backbone == "swin-b":  # the paper's Swin-B (IN-22k, 384 px pre-training: window 12)
-        return SwinConfig(embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32], window_size=12,
-                          image_size=384, drop_path_rate=0.3, out_features=_STAGES)
+        swin: dict[str, Any] = {"embed_dim": 128, "depths": [2, 2, 18, 2], "num_heads": [4, 8, 16, 32],
+                                "window_size": 12, "image_size": 384, "drop_path_rate": 0.3, "out_features": _STAGES}
+        return SwinConfig(**swin)
     if backbone == "r50":
-        return ResNetConfig(depths=[3, 4, 6, 3], layer_type="bottleneck", out_features=_STAGES)
+        resnet: dict[str, Any] = {"depths": [3, 4, 6, 3], "layer_type": "bottleneck", "out_features": _STAGES}
+        return ResNetConfig(**resnet)
     raise KeyError(f"unknown Mask2Former backbone {backbone!r}; valid: {', '.join(_HUB_BACKBONES)}")
 
 
@@ -67,8 +70,8 @@ def _quiet_transformers() -> Iterator[None]:
 def mask2former(backbone: str, num_classes: int, encoder_weights: str | None = None) -> nn.Module:
     """A Mask2Former for ``num_classes`` semantic classes (``backbone``: ``swin-b`` or ``r50``)."""
     with _quiet_transformers():
-        config = Mask2FormerConfig(backbone_config=_backbone_config(backbone), num_labels=num_classes,
-                                   ignore_value=IGNORE_INDEX)
+        labels: dict[str, Any] = {"num_labels": num_classes}
+        config = Mask2FormerConfig(backbone_config=_backbone_config(backbone), ignore_value=IGNORE_INDEX, **labels)
         network = Mask2FormerForUniversalSegmentation(config)
     network.criterion = IgnoreAwareMask2FormerLoss(config=config, weight_dict=network.weight_dict)
     if encoder_weights == "imagenet":
@@ -112,7 +115,7 @@ class IgnoreAwareMask2FormerLoss(Mask2FormerLoss):
             coords = self.sample_points_using_uncertainty(
                 torch.cat([pred_masks.detach(), low], dim=1),
                 lambda p: -p[:, :1].abs() - 1e4 * (p[:, 1:] < 0.5).to(p.dtype),
-                self.num_points, self.oversample_ratio, self.importance_sample_ratio)
+                self.num_points, int(self.oversample_ratio), self.importance_sample_ratio)
             labels = sample_point(target_masks, coords, align_corners=False).squeeze(1)
             weight = (sample_point(valid, coords, mode="nearest", align_corners=False).squeeze(1) > 0.5).float()
         logits = sample_point(pred_masks, coords, align_corners=False).squeeze(1)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
-__all__ = ["SEGNEXT_SIZES", "LightHamHead", "MSCAN", "SegNeXt", "SegNeXtSize", "segnext"]
+__all__ = ["MSCAN", "SEGNEXT_SIZES", "LightHamHead", "SegNeXt", "SegNeXtSize", "segnext"]
 
 _BASES_SEED = 20220918  # any constant: the fixed NMF initialisation used at inference
 
@@ -182,6 +182,8 @@ class NMF2D(nn.Module):
     Training starts from fresh random bases; inference from the fixed ``init_bases`` buffer (see the
     module docstring), so predictions are deterministic.
     """
+
+    init_bases: torch.Tensor
 
     def __init__(self, channels: int, rank: int = 16, train_steps: int = 6, eval_steps: int = 7) -> None:
         super().__init__()
