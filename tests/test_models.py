@@ -1,4 +1,4 @@
-"""Every registry entry builds; its adapter trains and infers at full resolution; unknown names list the valid ones."""
+"""Every registry entry builds, trains a step and infers at full resolution; unknown names list the valid ones."""
 
 from __future__ import annotations
 
@@ -7,15 +7,32 @@ import torch
 
 from proveseg.evaluate.inference import InferenceSpec
 from proveseg.models import MODELS, build_model, build_network
+from tests.models.conftest import _one_thread  # noqa: F401  (autouse: one torch thread on a shared CPU)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_output_shape(name: str) -> None:
+def test_every_model_trains_a_step_and_infers_whole_and_slide(name: str) -> None:
     torch.manual_seed(0)
-    model = build_network(name, 7).eval()
-    with torch.no_grad():
-        out = model(torch.randn(1, 3, 64, 96))
-    assert out.shape == (1, 7, 64, 96)
+    model = build_model(name, 5)
+    params = [p for p in model.network.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in params[:4]] + [params[-1].detach().clone()]
+    optimizer = torch.optim.SGD(params, lr=1e-3)
+    images, masks = torch.randn(2, 3, 64, 64), torch.randint(0, 5, (2, 64, 64))
+    masks[1, :16] = 255
+    model.network.train()
+    outputs = model.forward(model.network, images)
+    loss, parts = model.loss(outputs, masks)
+    assert torch.isfinite(loss) and parts and all(v == v for v in parts.values())
+    loss.backward()
+    optimizer.step()
+    after = [*params[:4], params[-1]]
+    assert any(not torch.equal(b, a.detach()) for b, a in zip(before, after, strict=True)), "no weight moved"
+    assert model.pixel_logits(outputs).shape == (2, 5, 64, 64)
+    model.eval()
+    odd = torch.randn(1, 3, 72, 100)  # not a multiple of 32: padded inside, cropped back
+    for spec in (InferenceSpec(), InferenceSpec("slide", (72, 64), (72, 36))):  # two overlapping windows
+        scores = model.predict(odd, spec)
+        assert scores.shape == (1, 5, 72, 100) and bool(torch.isfinite(scores).all()), spec
 
 
 def test_unknown_model_lists_valid_names() -> None:
@@ -23,6 +40,8 @@ def test_unknown_model_lists_valid_names() -> None:
         build_model("resnet9000", 19)
     with pytest.raises(ValueError, match="encoder_weights"):
         build_model("unet_tiny", 19, "instagram")
+    with pytest.raises(ValueError, match=r"no downloadable ImageNet weights: give .* model\.weights"):
+        build_model("segnext_mscan-t", 19, "imagenet")  # refused before any download is tried
 
 
 def test_tiny_models_train_every_parameter() -> None:

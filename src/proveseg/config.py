@@ -156,7 +156,18 @@ class EvalConfig(_Strict):
 
 class ModelConfig(_Strict):
     name: str = "unet_tiny"  # a key of proveseg.models.MODELS
-    encoder_weights: Literal["imagenet"] | None = None  # imagenet downloads through smp when asked
+    encoder_weights: Literal["imagenet"] | None = None  # imagenet downloads through smp / the HF hub when asked
+    weights: Path | None = None  # a local .pth/.pt/.bin/.safetensors file loaded after the build (never downloads)
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_file(cls, value: Path | None) -> Path | None:
+        suffixes = (".pth", ".pt", ".bin", ".safetensors")
+        if value is not None and value.suffix not in suffixes:
+            raise ValueError(f"weights file {value} must end in one of {', '.join(suffixes)}")
+        if value is not None and not value.is_file():
+            raise ValueError(f"weights file {value} does not exist (relative paths start at {Path.cwd()})")
+        return value
 
 
 class OptimizerConfig(_Strict):
@@ -277,6 +288,16 @@ class RunConfig(_Strict):
             if share > 0 and share * d.batch_size * batches < 1:
                 raise ValueError(f"the {group} group's share {share:g} of batches of {d.batch_size} rounds to no "
                                  f"sample in the run's {batches} batches: raise it or set it to 0")
+        return self
+
+    @model_validator(mode="after")
+    def _model_trains_on_the_batch(self) -> RunConfig:
+        if self.data.batch_size < 2:  # only then can a model refuse it: the registry (and torch) is imported only here
+            from proveseg.models.registry import batch_problem
+
+            problem = batch_problem(self.model.name, self.data.batch_size)
+            if problem:
+                raise ValueError(problem)
         return self
 
     @model_validator(mode="after")

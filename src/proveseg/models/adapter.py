@@ -66,7 +66,7 @@ class PixelLogitModel:
         ph, pw = (-h) % self.divisor, (-w) % self.divisor
         if ph or pw:
             images = F.pad(images, (0, pw, 0, ph), mode="constant", value=0.0)
-        return self.pixel_logits(net(images))[..., :h, :w]
+        return self.pixel_logits(self.forward(net, images))[..., :h, :w]
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, spec: InferenceSpec | None = None,

@@ -119,7 +119,7 @@ def train(cfg: RunConfig, resume: bool = False, stop_after: int | None = None, p
 
 def _check_config(cfg: RunConfig) -> Strategy:
     """The run's strategy and model exist, and the config can produce the strategy's mix."""
-    from proveseg.models.registry import MODELS
+    from proveseg.models.registry import MODELS, batch_problem
 
     try:
         strategy = parse_strategy(cfg.strategy)
@@ -128,7 +128,7 @@ def _check_config(cfg: RunConfig) -> Strategy:
     if cfg.model.name not in MODELS:
         raise ConfigError(f"{cfg.name}: model.name {cfg.model.name!r} is not in the registry; "
                           f"valid: {', '.join(MODELS)}")
-    problem = strategy.plan_problem(cfg.data)
+    problem = batch_problem(cfg.model.name, cfg.data.batch_size) or strategy.plan_problem(cfg.data)
     if problem:
         raise ConfigError(f"{cfg.name}: {problem}")
     st, classes = cfg.train.selftrain, resolve_class_set(cfg.data.class_set).num_classes

@@ -119,7 +119,7 @@ class TrainState:
         self.cfg, self.class_set, self.fingerprint = cfg, class_set, inputs_fingerprint
         torch.manual_seed(tc.seed)
         self.model: SegmentationModel = build_model(cfg.model.name, class_set.num_classes, cfg.model.encoder_weights,
-                                                    tc.loss).to(device)
+                                                    tc.loss, cfg.model.weights).to(device)
         if tc.channels_last and device.type == "cuda":
             self.model.network.to(memory_format=torch.channels_last)
         self.optimizer = _optimizer(self.model.network.parameters(), tc.optimizer)
