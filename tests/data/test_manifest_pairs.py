@@ -156,3 +156,21 @@ def test_a_pair_column_named_twice_is_an_error(root: Path) -> None:
                     + ",".join([*values, values[-2]]) + "\n", encoding="utf-8")
     with pytest.raises(ManifestError, match="names column 'image2_path' 2 times"):
         validate_manifest(path)
+
+
+def test_manifest_validate_reports_the_pairs_and_names_a_bad_pair(root: Path, capsys: pytest.CaptureFixture[str],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from proveseg.cli import main
+
+    monkeypatch.setenv("COLUMNS", "200")
+    path = _write(root, [_row(), _row(target_domain="night", image2_path="../next/none.png")])
+    assert main(["manifest", "validate", str(path), "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)["datasets"]["d"]
+    assert doc["paired"] == 1 and doc["rejected"] == {"missing_image2": 1}
+    assert doc["examples"] == [{"row": 3, "reason": "missing_image2",
+                                "detail": f"image2_path: {root / 'next/none.png'}"}]
+    assert main(["manifest", "validate", str(path)]) == 1
+    text = capsys.readouterr().out
+    assert "paired" in text and "row 3: missing_image2: image2_path: " in text
