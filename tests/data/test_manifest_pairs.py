@@ -139,3 +139,38 @@ def test_unrelated_extra_columns_stay_reported(root: Path) -> None:
     row = {**_row(), "prompt": "a foggy street", "seed": "3"}
     report = validate_manifest(_write(root, [row], [*MANIFEST_COLUMNS, "image2_path", "label2_path", "prompt", "seed"]))
     assert report.extra_columns == ["prompt", "seed"] and report.n_invalid == 0
+
+
+def test_both_csv_parsers_read_the_pair_columns_alike(root: Path) -> None:
+    path = _write(root, [_row(), _row(target_domain="night", label2_path="")])
+    fast = validate_manifest(path).records
+    path.write_text(path.read_text(encoding="utf-8") + "\n\n", encoding="utf-8")  # blank lines: the csv module reads it
+    careful = validate_manifest(path).records
+    assert fast.sha256() == careful.sha256() and fast.has_pairs
+
+
+def test_a_pair_column_named_twice_is_an_error(root: Path) -> None:
+    path = root / "manifests" / "manifest.csv"
+    values = list(_row().values())
+    path.write_text(",".join([*MANIFEST_COLUMNS, "image2_path", "label2_path", "image2_path"]) + "\n"
+                    + ",".join([*values, values[-2]]) + "\n", encoding="utf-8")
+    with pytest.raises(ManifestError, match="names column 'image2_path' 2 times"):
+        validate_manifest(path)
+
+
+def test_manifest_validate_reports_the_pairs_and_names_a_bad_pair(root: Path, capsys: pytest.CaptureFixture[str],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from proveseg.cli import main
+
+    monkeypatch.setenv("COLUMNS", "200")
+    path = _write(root, [_row(), _row(target_domain="night", image2_path="../next/none.png")])
+    assert main(["manifest", "validate", str(path), "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)["datasets"]["d"]
+    assert doc["paired"] == 1 and doc["rejected"] == {"missing_image2": 1}
+    assert doc["examples"] == [{"row": 3, "reason": "missing_image2",
+                                "detail": f"image2_path: {root / 'next/none.png'}"}]
+    assert main(["manifest", "validate", str(path)]) == 1
+    text = capsys.readouterr().out
+    assert "paired" in text and "row 3: missing_image2: image2_path: " in text

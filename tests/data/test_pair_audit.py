@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from proveseg.config import DataConfig
@@ -112,3 +113,18 @@ def test_a_trained_paired_run_records_its_pairs_and_the_audit_verifies_it(tiny_b
     (tmp_path / "run" / "composition.json").write_text(json.dumps(comp), encoding="utf-8")
     edited = audit_run(tmp_path / "run")
     assert edited.verdict == "inconsistent" and any("paired_per_source" in r for r in edited.reasons)
+
+
+def test_a_pair_label_outside_the_class_set_is_refused_before_training(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from proveseg.data.decode import LabelDecodeError
+
+    for name, array in (("a.png", np.zeros((16, 16, 3), np.uint8)), ("a_l.png", np.zeros((16, 16), np.uint8)),
+                        ("b.png", np.zeros((16, 16, 3), np.uint8)), ("b_l.png", np.full((16, 16), 77, np.uint8))):
+        Image.fromarray(array).save(tmp_path / name)
+    (tmp_path / "list.csv").write_text("image,label,domain,image2,label2\na.png,a_l.png,fog,b.png,b_l.png\n")
+    cfg = DataConfig.model_validate({"real": [{"name": "s", "reader": "csv", "root": str(tmp_path / "list.csv")}],
+                                     "batch_size": 1})
+    with pytest.raises(LabelDecodeError, match=r"b_l\.png: label values \[77\]"):
+        build_training_data(cfg)

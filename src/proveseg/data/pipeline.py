@@ -127,6 +127,11 @@ def preflight_labels(records: RecordTable, class_set: ClassSet, per_source: int 
             raise LabelPreflightError(
                 f"source {source!r}: labels such as {records.label[rows[0]]} hold only 0 and 255, but 255 is the "
                 f"ignore value and {class_set.name} has {class_set.num_classes} classes: map the foreground to 1")
+    if records.label2 is not None:  # a pair's labels too: a bad value would stop training mid-run
+        for source in sorted(set(records.source.tolist())):
+            rows = np.flatnonzero((records.source == source) & (records.label2 != ""))
+            for i in rows[np.linspace(0, len(rows) - 1, min(per_source, len(rows))).round().astype(np.int64)]:
+                decode_label(str(records.label2[i]), class_set)  # raises naming the file
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 Random parameters come from a numpy generator keyed by (seed, sample id, pass), never from the
 global torch RNG, so a sample looks the same whichever worker loads it and after a resume.
-Masks are resized with nearest neighbour and padded with the ignore value.
+Masks are resized with nearest neighbour and padded with the ignore value. Several views of one
+sample (a pair) can share one geometry (:func:`apply_shared_transforms`); a single view draws its
+parameters in the same order either way, so adding a pair never changes the first view.
 """
 
 from __future__ import annotations
