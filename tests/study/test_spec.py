@@ -123,3 +123,15 @@ def test_plan_names_the_cause_of_what_run_would_hit(tiny_benchmark: Path, tmp_pa
     assert problems[2].endswith("has no row for dataset 'mine' (its dataset column holds ['synthetic']): the column "
                                 "must equal the study's dataset name")
     assert main(["run", str(path)]) == 2 and not (tmp_path / "r").exists()  # refused before anything started
+
+
+def test_a_stage_names_its_own_datasets_and_models(tmp_path: Path) -> None:
+    stages = {"stage1": {"datasets": ["bdd"]}, "stage2": {},
+              "ratio-ablation": {"strategies": ["gen_cyclegan"], "ratios": [0.5, 0.25], "models": ["unet_micro"]}}
+    runs = expand(load_study(_study(tmp_path, stages=stages, seeds=[0])))
+    per_stage = {s: {(r.dataset, r.model) for r in runs if r.stage == s} for s in stages}
+    assert per_stage["stage1"] == {("bdd", "unet_tiny"), ("bdd", "unet_micro")}
+    assert per_stage["stage2"] == {(d, m) for d in ("bdd", "idd") for m in ("unet_tiny", "unet_micro")}
+    assert per_stage["ratio-ablation"] == {("bdd", "unet_micro"), ("idd", "unet_micro")}
+    with pytest.raises(ConfigError, match=r"stages.stage1.datasets \['acdc'\] are not the study's datasets"):
+        load_study(_study(tmp_path, stages={"stage1": {"datasets": ["acdc"]}}))

@@ -118,13 +118,14 @@ def stage2_strategies(study: StudyConfig) -> list[str] | None:
 def _keys(study: StudyConfig, stage: str, strategies: Sequence[str] | None, datasets: Sequence[str] | None,
           models: Sequence[str] | None) -> list[RunKey]:
     keys = []
+    spec = study.stages[stage]
+    stage_datasets = [d for d in spec.datasets or study.datasets if not datasets or d in datasets]
+    stage_models = [m for m in spec.models or study.models if not models or m in models]
     for strategy, ratio in _stage_runs(study, stage):
         if strategies and strategy not in strategies:
             continue
         keys += [RunKey(stage, strategy, dataset, model, ratio, seed)
-                 for dataset in study.datasets if not datasets or dataset in datasets
-                 for model in study.models if not models or model in models
-                 for seed in study.seeds]
+                 for dataset in stage_datasets for model in stage_models for seed in study.seeds]
     return keys
 
 

@@ -158,6 +158,8 @@ class StageSpec(_Strict):
     strategies: list[str] | None = None  # default: the study's strategies
     ratios: list[float] | None = None  # default: the study's ratios
     top_k: int | None = Field(None, ge=1)  # stage2: only the best K strategies of stage1 (+ baseline)
+    datasets: list[str] | None = None  # default: every dataset (stage1 needs clear_day images: IDD-AW has none)
+    models: list[str] | None = None  # default: the study's models (an ablation on one model)
 
 
 class SlurmSpec(_Strict):
@@ -208,6 +210,7 @@ class StudyConfig(_Strict):
         unknown = sorted(set(self.stages) - set(STAGES))
         if unknown:
             raise ValueError(f"stages {unknown} do not exist; valid: {', '.join(STAGES)}")
+        _check_stage_subsets(self)
         for r in [*self.ratios, *(x for s in self.stages.values() for x in (s.ratios or []))]:
             if not 0.0 <= r <= 1.0:
                 raise ValueError(f"ratio {r} outside [0, 1]")
@@ -236,6 +239,17 @@ class StudyConfig(_Strict):
         if self.batch_size < 2 and any(r not in (0.0, 1.0) for r in self.ratios):
             raise ValueError(f"batch_size {self.batch_size} cannot hold both real and generated samples")
         return self
+
+
+def _check_stage_subsets(study: StudyConfig) -> None:
+    """A stage's own ``datasets`` / ``models`` must be the study's."""
+    for stage, spec in study.stages.items():
+        for what, names, known in (("datasets", spec.datasets, list(study.datasets)), ("models", spec.models,
+                                                                                        study.models)):
+            missing = [n for n in names or [] if n not in known]
+            if missing:
+                raise ValueError(f"stages.{stage}.{what} {missing} are not the study's {what}; "
+                                 f"valid: {', '.join(known)}")
 
 
 def _control_problem(name: str, spec: SelfTrainSpec, study: StudyConfig) -> str | None:
