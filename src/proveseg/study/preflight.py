@@ -38,6 +38,12 @@ def _manifest_datasets(path: Path) -> tuple[set[str], str | None]:
         return set(), f"{type(exc).__name__}: {exc}"
 
 
+def _clear_day_stages(study: StudyConfig, stages: set[str], dataset: str) -> list[str]:
+    """The selected stages that train ``dataset`` on clear_day images only (all but stage2, where it is planned)."""
+    return [s for s in sorted(stages - {"stage2"})
+            if s in study.stages and dataset in (study.stages[s].datasets or study.datasets)]
+
+
 def _split_problems(study: StudyConfig, stages: set[str]) -> list[str]:
     problems = []
     for name, ds in study.datasets.items():
@@ -54,7 +60,7 @@ def _split_problems(study: StudyConfig, stages: set[str]) -> list[str]:
             if wanted and not set(wanted) & set(domains):
                 problems.append(f"datasets.{name}.{split_name}: keeps domains {wanted}, but its images are in "
                                 f"{domains}: fix domains (or the reader's domain option)")
-            if split_name == "train" and stages - {"stage2"} and SOURCE_DOMAIN not in domains:
+            if split_name == "train" and _clear_day_stages(study, stages, name) and SOURCE_DOMAIN not in domains:
                 problems.append(f"datasets.{name}.train: stage-1 and ablation runs train on {SOURCE_DOMAIN} images "
                                 f"only, and this split has none (its domains: {domains}); a folder without domain "
                                 f"subfolders needs `domain: {SOURCE_DOMAIN}` (or domain_level)")
