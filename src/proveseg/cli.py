@@ -224,17 +224,28 @@ def _study_runs(args: argparse.Namespace) -> tuple[Any, list[Any]]:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from proveseg.study.matrix import totals
+    from proveseg.study.matrix import Stage2Pending, expand, totals
     from proveseg.study.preflight import study_problems
+    from proveseg.study.spec import load_study
 
-    study, runs = _study_runs(args)
+    notes = []
+    try:
+        study, runs = _study_runs(args)
+    except Stage2Pending as exc:  # a dry run lists stage2's candidates instead
+        study = load_study(args.study)
+        runs = expand(study, [args.stage] if args.stage else None, args.strategies, args.datasets, args.models,
+                      apply_top_k=False)
+        notes.append(f"{exc}; stage2 lists every candidate strategy until then")
     problems = study_problems(study, runs)  # what `run` would hit, each with its cause and fix
-    doc: dict[str, Any] = {"runs": [r.as_dict() for r in runs], "totals": totals(runs), "problems": problems}
+    doc: dict[str, Any] = {"runs": [r.as_dict() for r in runs], "totals": totals(runs), "problems": problems,
+                           "notes": notes}
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True))
         return 1 if problems else 0
     console = _console()
     render.print_plan(console, doc, f"{args.study}: {len(runs)} runs (dry run: nothing started)")
+    for note in notes:
+        console.print(f"[yellow]NOTE[/yellow] {note}", highlight=False)
     for problem in problems:
         console.print(f"[red]PROBLEM[/red] {problem}", highlight=False)
     return 1 if problems else 0

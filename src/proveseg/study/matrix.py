@@ -22,7 +22,8 @@ from proveseg.strategies import BASELINE, NOISE_CONTROL, RunData, generator_stra
 from proveseg.study.runkey import RunKey, run_dir_name
 from proveseg.study.spec import StudyConfig, split_source
 
-__all__ = ["DEFAULT_ABLATION_RATIOS", "PlannedRun", "RunKey", "expand", "run_config", "run_dir_name", "totals"]
+__all__ = ["DEFAULT_ABLATION_RATIOS", "PlannedRun", "RunKey", "Stage2Pending", "expand", "run_config", "run_dir_name",
+           "totals"]
 
 DEFAULT_ABLATION_RATIOS = (1.0, 0.75, 0.5, 0.25, 0.125, 0.0)
 
@@ -101,6 +102,10 @@ def _stage_runs(study: StudyConfig, stage: str) -> list[tuple[str, float]]:
     return out
 
 
+class Stage2Pending(ValueError):
+    """stage2 keeps the top K stage-1 strategies, and stage 1 has no proven run yet."""
+
+
 def stage2_strategies(study: StudyConfig) -> list[str] | None:
     """stage2 with ``top_k``: the K best strategies of the stage-1 leaderboard, plus the baseline."""
     spec = study.stages.get("stage2")
@@ -111,7 +116,8 @@ def stage2_strategies(study: StudyConfig) -> list[str] | None:
     rows = build_leaderboard(study.results_root, "stage1", n_boot=10)["rows"]
     ranked = [r["strategy"] for r in rows if r["strategy"] != BASELINE]
     if not ranked:
-        raise ValueError(f"stage2 top_k={spec.top_k} needs proven stage1 runs under {study.results_root}/stage1")
+        raise Stage2Pending(f"stage2 top_k={spec.top_k} needs proven stage1 runs under {study.results_root}/stage1: "
+                            "run --stage stage1 first")
     return [BASELINE, *ranked[: spec.top_k]]
 
 
