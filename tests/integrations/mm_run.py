@@ -34,6 +34,7 @@ custom_hooks = [dict(type='ProvesegProofHook')] + {extra_hooks!r}
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 randomness = dict(seed=0)
 launcher = {launcher!r}
+model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)  # CPU processes: no device ids
 """
 
 
