@@ -287,7 +287,7 @@ class ProofRun:
         if self.config.train.tensorboard:
             from proveseg.train.tensorboard import TensorBoardWriter
 
-            self._tensorboard = TensorBoardWriter(self.run.root, self.iterations if resume else None)
+            self._tensorboard = TensorBoardWriter(self.run.root, self.iterations if resume else 0)
 
     def record(self, ids: np.ndarray | torch.Tensor | Sequence[int]) -> None:
         """Count one consumed batch from its global sample ids (kind, source and domain come from the records)."""
@@ -388,9 +388,10 @@ class ProofRun:
 
         cfg = self.config
         selection = "best_on_val" if cfg.evaluation.val else "final"
-        extra = {"split": "test", "checkpoint": checkpoint, "model": cfg.model.name, "strategy": cfg.strategy,
-                 "selection": selection, "selection_metric": cfg.train.best_metric if cfg.evaluation.val else None,
-                 "weights": "raw", "trainer": self.trainer}
+        extra: dict[str, object] = {
+            "split": "test", "checkpoint": checkpoint, "model": cfg.model.name, "strategy": cfg.strategy,
+            "selection": selection, "selection_metric": cfg.train.best_metric if cfg.evaluation.val else None,
+            "weights": "raw", "trainer": self.trainer}
         return write_results(self.run.root, scorer.result(), self.mixed.class_set, cfg.evaluation.n_boot,
                              self.iterations if iteration is None else iteration, extra)
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.registry import HOOKS, MODELS, TRANSFORMS
-from mmengine.hooks import Hook
 from mmengine.structures import BaseDataElement
 from torch.nn import functional as F
 

@@ -1,4 +1,4 @@
-"""The public API in a plain PyTorch loop: exact 1+1 batches, resume by sampler state, proof files the audit verifies."""
+"""The public API in a plain PyTorch loop: exact 1+1 batches, resume by sampler state, a proof the audit verifies."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def test_plain_loop_batches_are_exact_resumable_and_verified(tiny_benchmark: Pat
     assert doc["consumed"]["per_batch_distinct"] == [[1, 1, 0, 0]]  # 1 real + 1 generated in every batch
     assert doc["consumed"]["batches"] == 6 and doc["consumed"]["per_kind"]["generated"] == 6
 
-    cfg = make_run_config(tiny_benchmark, tmp_path / "resumed", max_iters=6)
+    cfg = make_run_config(tiny_benchmark, tmp_path / "resumed", max_iters=6, tensorboard=True)
     stopped, checkpoint = _train(cfg, stop_at=4)  # mid-epoch: the tiny benchmark's epoch is 14 batches
     assert stopped.run.status()[0] == "running" and checkpoint["proof"]["sampler"]["position"] == 4
     resumed, _ = _train(cfg, state=checkpoint)
@@ -69,6 +69,12 @@ def test_plain_loop_batches_are_exact_resumable_and_verified(tiny_benchmark: Pat
     assert again["consumed"]["sequence_sha256"] == doc["consumed"]["sequence_sha256"]
     assert again["consumed"]["per_source"] == doc["consumed"]["per_source"]
     assert [r["iteration"] for r in resumed.run.read_log()] == [1, 2, 3, 4, 5, 6]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(resumed.run.root / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4, 5, 6]
+    assert events.Scalars("consumed_share/faithful")[-1].value == 0.5
 
     report = audit_target(whole.run.root)
     assert report["counts"]["verified"] == 1, report
@@ -107,6 +113,7 @@ def test_a_mismatched_run_ends_failed_without_metrics(tiny_benchmark: Path, tmp_
 
 def test_the_core_does_not_import_the_trainers() -> None:
     code = ("import sys, proveseg, proveseg.api, proveseg.train.loop; "
-            "print(sorted(m for m in ('mmengine', 'lightning', 'pytorch_lightning', 'tensorboard') if m in sys.modules))")
+            "print(sorted(m for m in ('mmengine', 'lightning', 'pytorch_lightning', 'tensorboard') "
+            "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

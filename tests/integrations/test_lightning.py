@@ -12,10 +12,10 @@ import pytest
 
 pytest.importorskip("lightning")
 
-from proveseg.study.audit import audit_target  # noqa: E402
-from proveseg.study.leaderboard import build_leaderboard  # noqa: E402
-from tests.integrations.conftest import run_dir  # noqa: E402
-from tests.integrations.pl_run import Stopped, fit  # noqa: E402
+from proveseg.study.audit import audit_target
+from proveseg.study.leaderboard import build_leaderboard
+from tests.integrations.conftest import run_dir
+from tests.integrations.pl_run import Stopped, fit
 
 ROOT = Path(__file__).resolve().parents[2]
 

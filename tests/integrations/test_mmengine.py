@@ -12,11 +12,11 @@ import pytest
 
 pytest.importorskip("mmengine")
 
-from proveseg.study.audit import audit_target  # noqa: E402
-from proveseg.study.leaderboard import build_leaderboard  # noqa: E402
-from tests.integrations.conftest import run_dir  # noqa: E402
-from tests.integrations.mm_parts import Stopped  # noqa: E402
-from tests.integrations.mm_run import run, write_config  # noqa: E402
+from proveseg.study.audit import audit_target
+from proveseg.study.leaderboard import build_leaderboard
+from tests.integrations.conftest import run_dir
+from tests.integrations.mm_parts import Stopped
+from tests.integrations.mm_run import run, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -34,8 +34,8 @@ from mmengine.registry import DATA_SAMPLERS, DATASETS, HOOKS, TRANSFORMS
 from torch.utils.data import Dataset, Sampler
 
 from proveseg.api import MixedData, PlanSampler, ProofRun, load_config
-from proveseg.data.decode import decode_label, load_image
 from proveseg.data.dataset import noise_image
+from proveseg.data.decode import decode_label, load_image
 from proveseg.data.plan import iter_plan
 
 __all__ = ["LoadProvesegSample", "ProvesegDataset", "ProvesegProofHook", "ProvesegSampler", "mixed_data"]
@@ -46,7 +46,7 @@ ID_KEY = "proveseg_id"
 
 
 def mixed_data(run_config: str | Path | dict[str, Any], world_size: int) -> MixedData:
-    """The run config's :class:`~proveseg.api.MixedData`, built once per process (dataset, sampler and hook share it)."""
+    """The run config's :class:`~proveseg.api.MixedData`, built once per process (dataset, sampler, hook share it)."""
     cfg = load_config(run_config)
     key = (cfg.model_dump_json(), world_size)
     if key not in _MIXED:
@@ -75,8 +75,8 @@ class ProvesegDataset(Dataset[dict[str, Any]]):
     def get_data_info(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index, draw = (int(key[0]), int(key[1])) if isinstance(key, tuple | list) else (int(key), 0)
         info = self.mixed.info(index)
-        info.update(proveseg_data=id(self.mixed), proveseg_draw=draw, proveseg_seed=self.mixed.data.spec.seed, sample_idx=index,
-                    origin=str(self.mixed.records.origin[index]), seg_fields=[])
+        info.update(proveseg_data=id(self.mixed), proveseg_draw=draw, proveseg_seed=self.mixed.data.spec.seed,
+                    sample_idx=index, origin=str(self.mixed.records.origin[index]), seg_fields=[])
         return info
 
     def __getitem__(self, key: int | tuple[int, int]) -> Any:
@@ -220,7 +220,7 @@ class ProvesegProofHook(Hook):
             raise KeyError("the checkpoint holds no proveseg record (saved without ProvesegProofHook)")
         rank, world = get_dist_info()
         if len(record["ranks"]) != world:
-            raise ValueError(f"the checkpoint's proveseg record covers {len(record['ranks'])} ranks, this run has {world}")
+            raise ValueError(f"the checkpoint's proveseg record covers {len(record['ranks'])} ranks, this run {world}")
         proof = self._proof(runner)
         proof.load_state_dict(record["ranks"][rank])
         self._sampler(runner).plan.load_state_dict(record["ranks"][rank]["sampler"])
@@ -274,7 +274,8 @@ class ProvesegProofHook(Hook):
         proof = self._proof(runner)
         gathered = self._gathered
         if not gathered or gathered[0]["sampler"]["position"] != proof.batches:
-            raise RuntimeError("a checkpoint outside CheckpointHook's schedule cannot hold every rank's proveseg record")
+            raise RuntimeError("a checkpoint outside CheckpointHook's schedule cannot hold every rank's proveseg "
+                               "record")
         checkpoint.setdefault("meta", {})["proveseg"] = {"ranks": gathered}
 
     def after_train(self, runner: Any) -> None:

@@ -57,15 +57,19 @@ def scalars(record: Mapping[str, Any], consumed_per_source: Mapping[str, int] | 
 
 
 class TensorBoardWriter:
-    """A ``SummaryWriter`` on ``<run_dir>/tensorboard``; ``resume_at`` drops events a resumed run writes again."""
+    """A ``SummaryWriter`` on ``<run_dir>/tensorboard``.
 
-    def __init__(self, run_dir: str | Path, resume_at: int | None = None) -> None:
+    ``resumed_at``: the iteration training continues from (0 for a fresh start); events of later steps, written
+    by the attempt that was discarded, are purged, as ``log.jsonl`` drops its lines after the checkpoint.
+    """
+
+    def __init__(self, run_dir: str | Path, resumed_at: int = 0) -> None:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as exc:  # torch raises this when the tensorboard package is missing
             raise ImportError(f"train.tensorboard needs the tensorboard package: pip install 'proveseg[tensorboard]' "
                               f"({exc})") from None
-        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / TENSORBOARD_DIR), purge_step=resume_at or None)
+        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / TENSORBOARD_DIR), purge_step=resumed_at + 1)
 
     def write(self, record: Mapping[str, Any], consumed_per_source: Mapping[str, int] | None = None) -> None:
         """Write one ``log.jsonl`` record's scalars at its ``iteration``."""
