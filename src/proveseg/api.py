@@ -149,7 +149,8 @@ class PlanSampler(Sampler[list[tuple[int, int]]]):
         self.mixed, self.rank, self.batches_per_epoch, self.num_batches = mixed, rank, batches_per_epoch, num_batches
         self.position = 0
 
-    def _epoch_end(self) -> int:
+    def epoch_end(self) -> int:
+        """Where iterating from ``position`` stops: the end of its epoch, or ``num_batches``."""
         end = (self.position // self.batches_per_epoch + 1) * self.batches_per_epoch
         return end if self.num_batches is None else min(end, self.num_batches)
 
@@ -158,7 +159,7 @@ class PlanSampler(Sampler[list[tuple[int, int]]]):
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         spec = self.mixed.data.spec
-        for planned in iter_plan(spec, self.position, self._epoch_end(), chunk=256):
+        for planned in iter_plan(spec, self.position, self.epoch_end(), chunk=256):
             ids, passes = planned.ids[:, self.rank].tolist(), planned.passes[:, self.rank].tolist()
             for batch_ids, batch_passes in zip(ids, passes, strict=True):
                 self.position += 1  # counted before the yield: a state_dict taken now resumes after this batch
@@ -174,7 +175,8 @@ class PlanSampler(Sampler[list[tuple[int, int]]]):
     def load_state_dict(self, state: Mapping[str, int]) -> None:
         """Resume at ``state["position"]``; a state of another seed or world size is refused."""
         spec = self.mixed.data.spec
-        if int(state.get("seed", spec.seed)) != spec.seed or int(state.get("world_size", 1)) != self.mixed.world_size:
+        world = int(state.get("world_size", self.mixed.world_size))
+        if int(state.get("seed", spec.seed)) != spec.seed or world != self.mixed.world_size:
             raise ValueError(f"sampler state of seed {state.get('seed')} / world size {state.get('world_size')} "
                              f"cannot resume a plan of seed {spec.seed} / world size {self.mixed.world_size}")
         self.position = int(state["position"])
@@ -186,7 +188,7 @@ class TestScorer:
     ``dataset`` is the run config's ``evaluation.test`` split as proveseg loads it (no augmentation).
     """
 
-    __test__ = False  # not a pytest class
+    __test__ = False  # its name starts with "Test": keeps pytest from collecting it where a test imports it
 
     def __init__(self, mixed: MixedData) -> None:
         self.mixed = mixed

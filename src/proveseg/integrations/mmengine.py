@@ -132,7 +132,7 @@ class ProvesegSampler(Sampler[tuple[int, int]]):
         plan = self.plan
         spec = plan.mixed.data.spec
         while True:
-            stop = plan._epoch_end() if not self.infinite else plan.position + 256
+            stop = plan.epoch_end() if not self.infinite else plan.position + 256
             for planned in iter_plan(spec, plan.position, stop, chunk=256):
                 for ids, passes in zip(planned.ids[:, plan.rank].tolist(), planned.passes[:, plan.rank].tolist(),
                                        strict=True):
