@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from proveseg.api import MixedData, ProofRun, sample_ids
+from proveseg.cli import main
 from proveseg.config import RunConfig
 from proveseg.study.audit import audit_target
 from proveseg.study.leaderboard import build_leaderboard
@@ -76,6 +77,7 @@ def test_plain_loop_batches_are_exact_resumable_and_verified(tiny_benchmark: Pat
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4, 5, 6]
     assert events.Scalars("consumed_share/faithful")[-1].value == 0.5
 
+    assert main(["audit", str(whole.run.root)]) == 0  # the command a reviewer runs
     report = audit_target(whole.run.root)
     assert report["counts"]["verified"] == 1, report
     board = build_leaderboard(tmp_path / "whole", "stage1", n_boot=50)
@@ -112,7 +114,7 @@ def test_a_mismatched_run_ends_failed_without_metrics(tiny_benchmark: Path, tmp_
 
 
 def test_the_core_does_not_import_the_trainers() -> None:
-    code = ("import sys, proveseg, proveseg.api, proveseg.train.loop; "
+    code = ("import sys, proveseg, proveseg.api; "
             "print(sorted(m for m in ('mmengine', 'lightning', 'pytorch_lightning', 'tensorboard') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -64,3 +64,18 @@ def test_mmengine_two_processes_get_equal_compositions(tiny_benchmark: Path, tmp
     assert doc["consumed"]["per_batch_distinct"] == [[2, 2, 0, 0]]  # each rank 1+1, summed over the 2 ranks
     assert doc["consumed"]["samples"] == 6 * 2 * 2 and doc["consumed"]["per_kind"]["generated"] == 12
     assert audit_target(run_dir(results))["counts"]["verified"] == 1
+
+
+def test_the_noise_control_needs_proveseg_s_loader(tiny_benchmark: Path, tmp_path: Path) -> None:
+    from proveseg.integrations.mmengine import ProvesegDataset
+    from tests.integrations.conftest import make_run_config
+
+    cfg = make_run_config(tiny_benchmark, tmp_path).model_dump(mode="json")
+    cfg["strategy"], cfg["data"]["noise"] = "gen_random_noise", {"reference": "faithful"}
+    with pytest.raises(ValueError, match="must start with dict\\(type='LoadProvesegSample'\\)"):
+        ProvesegDataset(cfg, pipeline=[{"type": "PackTiny"}])
+    dataset = ProvesegDataset(cfg, pipeline=[{"type": "LoadProvesegSample"}])
+    noise = int(next(i for i, k in enumerate(dataset.mixed.records.kind.tolist()) if k == "noise"))
+    sample = dataset[(noise, 0)]
+    assert sample["kind"] == "noise" and sample["img"].shape == (64, 128, 3) and sample["gt_seg_map"].shape == (64, 128)
+    assert not (sample["img"] == dataset[(noise, 1)]["img"]).all()  # a fresh draw per pass

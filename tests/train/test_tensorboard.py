@@ -45,3 +45,16 @@ def test_a_native_run_writes_the_logged_scalars_and_a_resume_replaces_the_discar
     assert [s for s, _ in events["val/mIoU/night"]] == [2, 4]
     shares = {tag: v[-1][1] for tag, v in events.items() if tag.startswith("consumed_share/")}
     assert shares == pytest.approx({"consumed_share/synthetic": 0.5, "consumed_share/faithful": 0.5})
+
+
+def test_a_study_switches_it_on_for_every_run_without_changing_what_the_runs_are() -> None:
+    from proveseg.configdiff import config_differences, setting_differences
+    from proveseg.study.matrix import expand
+    from proveseg.study.spec import load_study
+
+    study = load_study(Path(__file__).resolve().parents[2] / "examples" / "synthetic-study.yaml")
+    on = study.model_copy(update={"train": study.train.model_copy(update={"tensorboard": True})})
+    plain, board = expand(study, ["stage1"]), expand(on, ["stage1"])
+    assert board and all(r.config.train.tensorboard for r in board)
+    for a, b in zip(plain, board, strict=True):  # a finished study may turn it on: no run counts as changed
+        assert config_differences(b.config, a.config) == [] and setting_differences(b.config, a.config) == []

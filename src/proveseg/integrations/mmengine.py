@@ -65,6 +65,12 @@ class ProvesegDataset(Dataset[dict[str, Any]]):
     def __init__(self, run_config: str | dict[str, Any], pipeline: Sequence[Any] = (), test_mode: bool = False) -> None:
         _, world = get_dist_info()
         self.mixed = mixed_data(run_config, world)
+        first = pipeline[0] if pipeline else None
+        first_type = first.get("type") if isinstance(first, dict) else type(first)
+        if "noise" in set(self.mixed.records.kind.tolist()) and getattr(first_type, "__name__", first_type) != (
+                "LoadProvesegSample"):
+            raise ValueError("the noise control's entries are drawn, not read: the pipeline must start with "
+                             "dict(type='LoadProvesegSample') (a file loader would read the original images)")
         self.pipeline = Compose(list(pipeline))
         names = self.mixed.class_set.names
         self.metainfo = {"classes": tuple(names), "palette": [list(c) for c in self.mixed.class_set.palette]}
