@@ -121,7 +121,7 @@ class MixedData:
     def info(self, index: int) -> dict[str, Any]:
         """One record as a data-info dict: paths, dataset, domain, kind, source and its global id."""
         r = self.records
-        return {"img_path": str(r.image[index]) if str(r.kind[index]) != "noise" else str(r.origin[index]),
+        return {"img_path": str(r.image[index]),  # a noise entry's is its origin: its pixels are drawn, not read
                 "seg_map_path": str(r.label[index]) or None, "dataset": str(r.dataset[index]),
                 "domain": str(r.domain[index]), "kind": str(r.kind[index]), "source": str(r.source[index]),
                 "proveseg_id": int(index)}

@@ -276,7 +276,7 @@ class ProvesegProofHook(Hook):
         proof.write_composition()
 
     def before_save_checkpoint(self, runner: Any, checkpoint: dict[str, Any]) -> None:
-        """Rank 0 (MMEngine saves there only): every rank's record, gathered at this iteration, and composition.json."""
+        """Rank 0 (MMEngine saves there only): every rank's record, gathered by all ranks at this iteration."""
         proof = self._proof(runner)
         gathered = self._gathered
         if not gathered or gathered[0]["sampler"]["position"] != proof.batches:
