@@ -40,8 +40,8 @@ from proveseg.data.transforms import TransformSpec
 from proveseg.rundir import RunDir, RunLock, code_version
 from proveseg.strategies import Strategy, parse_strategy
 
-__all__ = ["CompositionMismatch", "MixedData", "PlanSampler", "ProofRun", "TestScorer", "load_config",
-           "sample_ids"]
+__all__ = ["CompositionMismatch", "MixedData", "PlanSampler", "ProofRun", "TestScorer", "composition_document",
+           "load_config", "sample_ids"]
 
 AllReduce = Callable[[np.ndarray], np.ndarray]
 
@@ -228,6 +228,31 @@ class TestScorer:
                           [str(self.records.domain[i]) for i in order], [str(self.records.image[i]) for i in order])
 
 
+def composition_document(data: TrainingData, audit: ConsumptionAudit, sequence: str, iterations: int,
+                         strategy: Strategy, data_config: DataConfig, all_reduce: AllReduce,
+                         ) -> tuple[dict[str, Any], list[str]]:
+    """The ``composition.json`` document and its problems: the request batch by batch, then the strategy's rule.
+
+    Under DDP (``data.spec.world_size`` > 1) ``audit`` is first summed over ranks in place with ``all_reduce``
+    (collective: every rank calls it); ``sequence`` is this rank's. ``proveseg train``'s loop writes its record
+    with this function too.
+    """
+    expected = data.expected_composition(0, len(audit.per_batch))
+    if data.spec.world_size > 1:
+        audit.merge_ranks(data.records, all_reduce)
+        expected = expected * data.spec.world_size
+    problems = audit.mismatches(expected)
+    doc = audit.to_dict(data.records, data.requested(), data.hashes, data.validation, problems)
+    consumed: dict[str, Any] = doc["consumed"]  # type: ignore[assignment]
+    consumed.update(sequence_sha256=sequence, iterations=iterations)
+    proof = strategy.prove(data_config, consumed)
+    if proof:
+        problems.append(f"strategy {strategy.name} ({strategy.type}): {proof}")
+    doc["strategy"] = {"name": strategy.name, "type": strategy.type, "shares": strategy.shares(data_config)}
+    doc["matches_request"], doc["problems"] = not problems, problems
+    return doc, problems
+
+
 def _copy_audit(audit: ConsumptionAudit) -> ConsumptionAudit:
     out = ConsumptionAudit(len(audit.seen), audit.keep_batches)
     out.load_state_dict(audit.state_dict())
@@ -323,24 +348,8 @@ class ProofRun:
 
         Every rank must call it (the sums are collective); the live record is left unchanged.
         """
-        audit, data = _copy_audit(self.audit), self.mixed.data
-        expected = data.expected_composition(0, len(audit.per_batch))
-        if self.mixed.world_size > 1:
-            if all_reduce is None:
-                all_reduce = _torch_all_reduce
-            audit.merge_ranks(data.records, all_reduce)
-            expected = expected * self.mixed.world_size
-        problems = audit.mismatches(expected)
-        doc = audit.to_dict(data.records, data.requested(), data.hashes, data.validation, problems)
-        consumed: dict[str, Any] = doc["consumed"]  # type: ignore[assignment]
-        consumed.update(sequence_sha256=self.sequence, iterations=self.iterations)
-        proof = self.mixed.strategy.prove(self.config.data, consumed)
-        if proof:
-            problems.append(f"strategy {self.mixed.strategy.name} ({self.mixed.strategy.type}): {proof}")
-        doc["strategy"] = {"name": self.mixed.strategy.name, "type": self.mixed.strategy.type,
-                           "shares": self.mixed.strategy.shares(self.config.data)}
-        doc["matches_request"], doc["problems"] = not problems, problems
-        return doc, problems
+        return composition_document(self.mixed.data, _copy_audit(self.audit), self.sequence, self.iterations,
+                                    self.mixed.strategy, self.config.data, all_reduce or _torch_all_reduce)
 
     def write_composition(self, all_reduce: AllReduce | None = None) -> dict[str, Any]:
         """Write ``composition.json`` for the batches so far (at a checkpoint); collective under DDP."""

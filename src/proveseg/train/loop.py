@@ -349,27 +349,15 @@ def _validate(session: Session, state: TrainState) -> bool:
 
 def _composition(session: Session, state: TrainState) -> tuple[dict[str, Any], list[str]]:
     """The composition.json document and its problems: the request, then the strategy's proof rule."""
-    audit, data = state.audit, session.data
-    expected = data.expected_composition(0, len(audit.per_batch))
-    if session.world > 1:  # the record covers every rank: counts and per-batch rows are summed
-        def all_reduce(array: np.ndarray) -> np.ndarray:
-            tensor = torch.from_numpy(np.ascontiguousarray(array)).to(session.device)
-            dist.all_reduce(tensor)
-            return tensor.cpu().numpy()
+    from proveseg.api import composition_document  # one implementation for this loop and foreign trainers
 
-        audit.merge_ranks(data.records, all_reduce)
-        expected = expected * session.world
-    problems = audit.mismatches(expected)
-    doc = audit.to_dict(data.records, data.requested(), data.hashes, data.validation, problems)
-    consumed: dict[str, Any] = doc["consumed"]  # type: ignore[assignment]
-    consumed.update(sequence_sha256=state.progress.sequence, iterations=state.iteration)
-    strategy = session.strategy
-    proof = strategy.prove(session.cfg.data, consumed)
-    if proof:
-        problems.append(f"strategy {strategy.name} ({strategy.type}): {proof}")
-    doc["strategy"] = {"name": strategy.name, "type": strategy.type, "shares": strategy.shares(session.cfg.data)}
-    doc["matches_request"], doc["problems"] = not problems, problems
-    return doc, problems
+    def all_reduce(array: np.ndarray) -> np.ndarray:  # the record covers every rank: counts and rows are summed
+        tensor = torch.from_numpy(np.ascontiguousarray(array)).to(session.device)
+        dist.all_reduce(tensor)
+        return tensor.cpu().numpy()
+
+    return composition_document(session.data, state.audit, state.progress.sequence, state.iteration,
+                                session.strategy, session.cfg.data, all_reduce)
 
 
 def _finish(session: Session, state: TrainState, stopped_early: bool) -> TrainResult:
