@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 from torch import nn
 
@@ -42,7 +41,3 @@ class TinyConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
 
-
-@pytest.fixture()
-def results(tmp_path: Path) -> Path:
-    return tmp_path / "results"
