@@ -263,6 +263,7 @@ class TrainConfig(_Strict):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")  # auto | cpu | cuda | cuda:N
     seed: int = 0  # model initialisation and torch RNG
     num_threads: int | None = Field(None, ge=1)  # torch CPU threads
+    tensorboard: bool = False  # also write log.jsonl's scalars as TensorBoard events in <run_dir>/tensorboard
 
 
 class StudyRunConfig(_Strict):

@@ -20,7 +20,7 @@ __all__ = ["AFTER_TRAINING", "EXECUTION_ONLY", "STRATEGY_FIELDS", "config_differ
 
 # How a run executes, not what it computes: may differ between a run and its study (and within a cell).
 EXECUTION_ONLY = frozenset({"name", "output_dir", "study", "data.num_workers", "train.device", "train.num_threads",
-                            "evaluation.batch_size"})
+                            "train.tensorboard", "evaluation.batch_size"})
 # Read only after the last step (the test set and how it is scored): a resume may correct them.
 AFTER_TRAINING = ("evaluation.test", "evaluation.n_boot", "evaluation.mode", "evaluation.crop", "evaluation.stride",
                   "evaluation.flip")

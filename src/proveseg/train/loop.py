@@ -9,6 +9,7 @@ optimisation step is :func:`train_step`, and the model adapter owns loss and inf
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -66,6 +67,7 @@ class Session:
     world: int = 1
     val_records: RecordTable | None = None
     test_records: RecordTable | None = None
+    tensorboard: Any = None  # a proveseg.train.tensorboard.TensorBoardWriter when train.tensorboard is on
 
     @property
     def writer(self) -> bool:
@@ -191,6 +193,17 @@ def _open_run_dir(session: Session, state: TrainState) -> None:
     run.write_text("run.yaml", dump_config(session.cfg) + "# code version\n" + "".join(
         f"# {k}: {v}\n" for k, v in code_version().items()))
     run.set_status("running", f"resumed at iteration {state.iteration}" if state.iteration else "")
+    if session.cfg.train.tensorboard:
+        from proveseg.train.tensorboard import TensorBoardWriter
+
+        session.tensorboard = TensorBoardWriter(run.root, state.iteration)
+
+
+def _log(session: Session, state: TrainState, record: dict[str, Any]) -> None:
+    """One log.jsonl line, mirrored to TensorBoard when it is on (log.jsonl stays the source of truth)."""
+    session.run.log(record)
+    if session.tensorboard is not None:
+        session.tensorboard.write(record, state.audit.sources)
 
 
 def _prepare(cfg: RunConfig, run: RunDir, resume: bool, device: torch.device, rank: int,
@@ -260,8 +273,8 @@ class _StepLogger:
         now = time.perf_counter()
         rate, self.tick = tc.log_interval / max(now - self.tick, 1e-9), now
         lr = state.optimizer.param_groups[0]["lr"]
-        self.session.run.log({"iteration": it, "loss": log.loss, **log.parts, "lr": lr, "it_s": rate,
-                              "train_acc": log.train_acc, **log.extras})
+        _log(self.session, state, {"iteration": it, "loss": log.loss, **log.parts, "lr": lr, "it_s": rate,
+                                   "train_acc": log.train_acc, **log.extras})
         self.bar.update(self.task, completed=it, info=f"loss {log.loss:.3f} lr {lr:.2e} {rate:.2f} it/s")
 
 
@@ -271,7 +284,8 @@ def _train(session: Session, state: TrainState, stop_after: int | None, progress
     batches = iter(session.data.loader(state.iteration * opts.accum, tc.max_iters * opts.accum, session.rank))
     logger = _StepLogger(session, state.iteration, progress)
     stopped_early = False
-    with _StopSignals() as stop, logger.bar:
+    board = contextlib.closing(session.tensorboard) if session.tensorboard else contextlib.nullcontext()
+    with _StopSignals() as stop, logger.bar, board:
         while state.iteration < tc.max_iters and not stopped_early:
             logger(state, train_step(state, batches, opts))
             it = state.iteration
@@ -329,33 +343,21 @@ def _validate(session: Session, state: TrainState) -> bool:
     es = tc.early_stopping
     record["early_stop"] = es is not None and it >= es.min_iters and progress.evals_without_improvement >= es.patience
     if session.writer:
-        session.run.log(record)
+        _log(session, state, record)
     return bool(record["early_stop"])
 
 
 def _composition(session: Session, state: TrainState) -> tuple[dict[str, Any], list[str]]:
     """The composition.json document and its problems: the request, then the strategy's proof rule."""
-    audit, data = state.audit, session.data
-    expected = data.expected_composition(0, len(audit.per_batch))
-    if session.world > 1:  # the record covers every rank: counts and per-batch rows are summed
-        def all_reduce(array: np.ndarray) -> np.ndarray:
-            tensor = torch.from_numpy(np.ascontiguousarray(array)).to(session.device)
-            dist.all_reduce(tensor)
-            return tensor.cpu().numpy()
+    from proveseg.api import composition_document  # one implementation for this loop and foreign trainers
 
-        audit.merge_ranks(data.records, all_reduce)
-        expected = expected * session.world
-    problems = audit.mismatches(expected)
-    doc = audit.to_dict(data.records, data.requested(), data.hashes, data.validation, problems)
-    consumed: dict[str, Any] = doc["consumed"]  # type: ignore[assignment]
-    consumed.update(sequence_sha256=state.progress.sequence, iterations=state.iteration)
-    strategy = session.strategy
-    proof = strategy.prove(session.cfg.data, consumed)
-    if proof:
-        problems.append(f"strategy {strategy.name} ({strategy.type}): {proof}")
-    doc["strategy"] = {"name": strategy.name, "type": strategy.type, "shares": strategy.shares(session.cfg.data)}
-    doc["matches_request"], doc["problems"] = not problems, problems
-    return doc, problems
+    def all_reduce(array: np.ndarray) -> np.ndarray:  # the record covers every rank: counts and rows are summed
+        tensor = torch.from_numpy(np.ascontiguousarray(array)).to(session.device)
+        dist.all_reduce(tensor)
+        return tensor.cpu().numpy()
+
+    return composition_document(session.data, state.audit, state.progress.sequence, state.iteration,
+                                session.strategy, session.cfg.data, all_reduce)
 
 
 def _finish(session: Session, state: TrainState, stopped_early: bool) -> TrainResult:
