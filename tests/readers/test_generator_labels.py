@@ -17,15 +17,18 @@ import yaml
 
 from proveseg.cli import main
 from proveseg.config import ConfigError, DataConfig, RunConfig, dump_config, parse_run_config
+from proveseg.data.classes import CITYSCAPES19
 from proveseg.data.decode import LabelDecodeError
 from proveseg.data.manifest import ROOT_MARKER, ManifestError
+from proveseg.data.pairs import load_second_view
 from proveseg.data.pipeline import build_training_data
 from proveseg.data.records import NOISE_SOURCE
 from proveseg.study.matrix import expand
+from proveseg.study.preflight import study_problems
 from proveseg.study.reference import store_study
 from proveseg.study.spec import load_study
 from proveseg.train.loop import train
-from tests.readers.test_dataset_readers import _ids, _image, _vistas
+from tests.readers.test_dataset_readers import _image, _vistas
 from tests.readers.vistas_names import VISTAS_V12_NAMES
 
 ROAD, CAR, SNOW, CURB = (VISTAS_V12_NAMES.index(n) for n in (
@@ -76,6 +79,10 @@ def test_generated_and_noise_rows_decode_like_the_datasets_real_images(tmp_path:
     noise = build_training_data(_data(vistas, manifest, noise=True, **like))
     assert _first_rows(noise, NOISE_SOURCE) == [MAPPED, [13, 0, 1, 255]]
     assert noise.records.label_maps[NOISE_SOURCE].digest() == data.records.label_maps["fog"].digest()
+    paired = build_training_data(_data(vistas, manifest, pair="original", **like))  # label2: the same label
+    first = int(np.flatnonzero(paired.records.source == "fog")[0])
+    second = load_second_view(paired.records, first, CITYSCAPES19)
+    assert second is not None and second[1][0, :4].tolist() == MAPPED
     with pytest.raises(LabelDecodeError, match=rf"k1\.png: label values \[{SNOW}, {CAR}\] outside cityscapes19"):
         build_training_data(_data(vistas, manifest))  # raw Vistas indices: caught before training, never trained
     fog = data.records.take(data.records.source == "fog")  # the map is part of what the run consumed
@@ -166,5 +173,10 @@ def test_a_study_generators_own_label_map_overrides_the_datasets(tmp_path: Path)
     assert (gen.label_map, gen.labels_like, gen.unmapped) == (table, None, "ignore")
     data = build_training_data(runs[0].config.data)
     assert _first_rows(data, "fog") == [MAPPED, [13, 0, 1, 255]]
+    table.write_text("source,target\n" + f"{ROAD},0\n{CAR},19\n")
+    study = load_study(_study(tmp_path, vistas, manifest, label_map=str(table)))  # car -> 19: not a class id
+    problems = [p for p in study_problems(study, expand(study)) if p.startswith("generators.")]  # no test split here
+    assert len(problems) == 1 and problems[0].startswith("generators.fog on dataset 'mapillary': label map ")
+    assert "fog_map.csv maps to [19], which are not class ids of cityscapes19" in problems[0]
     lenient = expand(load_study(_study(tmp_path, vistas, manifest, unmapped="ignore")))[0].config.data.generated[0]
     assert lenient.labels_like is not None and lenient.unmapped == "ignore"  # the dataset's map, the generator's policy
