@@ -180,3 +180,19 @@ def test_a_study_generators_own_label_map_overrides_the_datasets(tmp_path: Path)
     assert "fog_map.csv maps to [19], which are not class ids of cityscapes19" in problems[0]
     lenient = expand(load_study(_study(tmp_path, vistas, manifest, unmapped="ignore")))[0].config.data.generated[0]
     assert lenient.labels_like is not None and lenient.unmapped == "ignore"  # the dataset's map, the generator's policy
+
+
+def test_manifest_validate_deep_decodes_through_the_label_map_given(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    _, manifest = _made_from_vistas(tmp_path)
+    assert main(["manifest", "validate", str(manifest), "--deep", "--json"]) == 1  # raw Vistas indices
+    reasons = json.loads(capsys.readouterr().out)["datasets"]["mapillary"]["rejected"]
+    assert reasons == {"label_out_of_range": 2}
+    table = tmp_path / "fog_map.yaml"
+    table.write_text(yaml.safe_dump({ROAD: 0, CAR: 13, CURB: 1}))
+    args = ["manifest", "validate", str(manifest), "--deep", "--json", "--label-map", str(table)]
+    assert main(args) == 1 and "label_out_of_range" in capsys.readouterr().out  # snow is not covered
+    assert main([*args, "--unmapped", "ignore"]) == 0
+    assert json.loads(capsys.readouterr().out)["datasets"]["mapillary"]["valid"] == 2
+    assert main([*args[:-1], str(tmp_path / "nowhere.csv")]) == 2
+    assert "nowhere.csv: label map not found" in capsys.readouterr().err
