@@ -84,7 +84,8 @@ def cmd_manifest_validate(args: argparse.Namespace) -> int:
 
     report = validate_manifest(args.manifest, args.generator, datasets=args.dataset, deep=args.deep,
                                class_set=resolve_class_set(args.class_set), root=args.root,
-                               allow_absolute=args.allow_absolute, check_files=not args.exists_only)
+                               allow_absolute=args.allow_absolute, check_files=not args.exists_only,
+                               label_map=_label_map(args))
     failed = report.n_invalid > 0 and args.on_invalid == "error"
     if args.json:
         print(json.dumps(report.as_dict(), indent=2, sort_keys=True))
@@ -142,8 +143,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _generated_records(manifest: str, class_set: Any, limit: int | None) -> RecordTable:
-    """A manifest's valid records (``class_set``: a ClassSet, a built-in name or a table file), evenly thinned."""
+def _label_map(args: argparse.Namespace) -> Any:
+    """The ``--label-map`` table (with ``--unmapped``), or None."""
+    from proveseg.data.labelmap import load_label_map
+
+    return None if args.label_map is None else load_label_map(Path(args.label_map), args.unmapped)
+
+
+def _generated_records(manifest: str, class_set: Any, limit: int | None, label_map: Any = None) -> RecordTable:
+    """A manifest's valid records (``class_set``: a ClassSet, a built-in name or a table file), evenly thinned;
+    their labels decode through ``label_map`` when given."""
     from proveseg.data.classes import resolve_class_set
     from proveseg.data.manifest import validate_manifest
     from proveseg.data.pipeline import manifest_failure
@@ -151,7 +160,7 @@ def _generated_records(manifest: str, class_set: Any, limit: int | None) -> Reco
     report = validate_manifest(manifest, class_set=resolve_class_set(class_set))
     if report.n_invalid:
         raise ValueError(manifest_failure(report))
-    records = report.records
+    records = report.records.with_label_map(report.generator, label_map)
     if limit is not None and limit < len(records):  # an even spread over the sorted rows, not the first N
         records = records.take(np.linspace(0, len(records) - 1, limit).round().astype(np.int64))
     return records
@@ -178,8 +187,8 @@ def cmd_consistency(args: argparse.Namespace) -> int:
     # the checkpoint's own class set (written whole); --class-set only for checkpoints that lack one
     class_set = (checkpoint_class_set(state, args.model) if "class_set" in state["model"]
                  else resolve_class_set(args.class_set))
-    report = consistency_report(model, _generated_records(args.manifest, class_set, args.limit), class_set,
-                                device=device)
+    records = _generated_records(args.manifest, class_set, args.limit, _label_map(args))
+    report = consistency_report(model, records, class_set, device=device)
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
         return 0
@@ -371,6 +380,12 @@ def cmd_curves(args: argparse.Namespace) -> int:
     return 0
 
 
+def _label_map_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--label-map", default=None, help="CSV (source,target) or YAML table: label_path ids -> class ids")
+    p.add_argument("--unmapped", choices=("error", "ignore"), default="error",
+                   help="an id the label map does not cover: an error naming the file, or 255")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``proveseg`` argument parser; every command has a one-line help."""
     parser = argparse.ArgumentParser(prog="proveseg", description="Prove whether extra training data helps "
@@ -403,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=None, help="data root that relative paths may not leave")
     p.add_argument("--allow-absolute", action="store_true", help="accept absolute paths in the manifest")
     p.add_argument("--on-invalid", choices=("error", "skip"), default="error", help="exit 1 on invalid rows if error")
+    _label_map_args(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_manifest_validate)
 
@@ -540,6 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-set", default="cityscapes19", help="built-in name or class table (csv/yaml)")
     p.add_argument("--limit", type=int, default=None, help="at most this many rows, evenly spread")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    _label_map_args(p)
     p.add_argument("--json", action="store_true", help="print the consistency as JSON")
     p.set_defaults(func=cmd_consistency)
 

@@ -12,6 +12,7 @@ from typing import Annotated, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from proveseg.data.labelmap import LabelMap, LabelMapError, load_label_map
 from proveseg.fields import Repeat
 from proveseg.readers import SourceConfig
 
@@ -57,6 +58,34 @@ class GeneratedSourceConfig(_Strict):
     deep: bool = False
     pair: Literal["columns", "original"] = "columns"  # second image: the image2_path column, or the original
     pair_geometry: Literal["shared", "independent"] = "shared"  # shared: the pair gets the same crop and flip
+    # the label_path (and label2_path) ids: as they are, through a CSV/YAML table, or like a source's labels
+    # (that source's label_map, else its reader's built-in table: a generator made from Mapillary images)
+    label_map: Path | None = None
+    labels_like: SourceConfig | None = None
+    unmapped: Literal["error", "ignore"] = "error"  # an id the map in effect does not cover: fail, or 255
+
+    @model_validator(mode="after")
+    def _check_label_map(self) -> GeneratedSourceConfig:
+        if self.label_map is not None and self.labels_like is not None:
+            raise ValueError("label_map and labels_like both say how the labels are mapped: give one")
+        if self.label_map is not None:
+            try:
+                load_label_map(self.label_map, self.unmapped)
+            except LabelMapError as exc:
+                raise ValueError(f"label_map: {exc}") from None
+        return self
+
+    def effective_label_map(self) -> LabelMap | None:
+        """The table the labels decode through: ``label_map``, else ``labels_like``'s, else None (as they are).
+
+        ``unmapped`` is the policy of whichever table is in effect.
+        """
+        if self.label_map is not None:
+            return load_label_map(self.label_map, self.unmapped)
+        like = self.labels_like.effective_label_map() if self.labels_like is not None else None
+        if like is None or like.unmapped == self.unmapped:
+            return like
+        return LabelMap(like.lut, like.origin, self.unmapped)
 
 
 class NoiseConfig(_Strict):

@@ -36,6 +36,7 @@ import pyarrow.csv as pacsv
 
 from proveseg.data.classes import ClassSet
 from proveseg.data.imageheader import ImageHeader
+from proveseg.data.labelmap import LabelMap
 from proveseg.data.paircheck import PAIR_REASONS, pair_problem, read_headers, shown_size
 from proveseg.data.records import RecordTable
 
@@ -423,8 +424,10 @@ def _compare(img: ImageHeader | str, lab: ImageHeader | str, orig: ImageHeader |
     return None
 
 
-def _decode_check(image: str, label: str, class_set: ClassSet | None, view: str = "") -> tuple[str, str] | None:
-    """The first decoding problem of an image and its label (``view`` '2': a pair's, whose label may be '')."""
+def _decode_check(image: str, label: str, class_set: ClassSet | None, view: str = "",
+                  label_map: LabelMap | None = None) -> tuple[str, str] | None:
+    """The first decoding problem of an image and its label (``view`` '2': a pair's, whose label may be '');
+    the label's ids go through ``label_map`` (the generator's) when given."""
     from proveseg.data.decode import LabelDecodeError, decode_image, decode_label
 
     try:
@@ -434,7 +437,7 @@ def _decode_check(image: str, label: str, class_set: ClassSet | None, view: str 
     if not label:
         return None
     try:
-        decode_label(label, class_set)
+        decode_label(label, class_set, label_map=label_map)
     except LabelDecodeError as exc:
         return f"label{view}_out_of_range", str(exc)
     except OSError as exc:
@@ -446,7 +449,8 @@ def validate_manifest(path: str | Path, generator: str | None = None, *, dataset
                       target_domains: Iterable[str] | None = None, deep: bool = False,
                       class_set: ClassSet | None = None, root: str | Path | None = None,
                       allow_absolute: bool = False, threads: int = 4, check_files: bool = True,
-                      pair: str = "columns", pair_geometry: str = "shared") -> ManifestReport:
+                      pair: str = "columns", pair_geometry: str = "shared",
+                      label_map: LabelMap | None = None) -> ManifestReport:
     """Validate a manifest and return its report with the records of the valid rows.
 
     ``datasets`` / ``target_domains`` filter rows before validation (filtered rows are not counted).
@@ -454,7 +458,8 @@ def validate_manifest(path: str | Path, generator: str | None = None, *, dataset
     A manifest with a header but no rows is a ManifestError (a generator that wrote nothing).
     ``pair``: ``columns`` pairs the rows that fill ``image2_path`` (when the manifest has that
     column), ``original`` pairs every row with its ``original_path`` and ``label_path``; a pair's
-    transforms follow ``pair_geometry`` (``shared`` also requires equal sizes).
+    transforms follow ``pair_geometry`` (``shared`` also requires equal sizes). ``deep`` decodes the
+    labels through ``label_map`` (the generator's, see :mod:`proveseg.data.labelmap`) when given.
     """
     path = Path(path).resolve()
     name = generator or path.parent.name
@@ -476,7 +481,7 @@ def validate_manifest(path: str | Path, generator: str | None = None, *, dataset
     if check_files or deep:
         _check_headers(resolved, out, threads, pair_geometry)
     if deep:
-        _check_decoding(resolved, out, class_set, threads)
+        _check_decoding(resolved, out, class_set, threads, label_map)
     valid = out.code < 0
     reports = _dataset_reports(cols["dataset"], numbers, found, out)
     bad = np.flatnonzero(~valid)
@@ -642,13 +647,13 @@ def _check_pair_headers(resolved: dict[str, _Resolved], out: _Rejections, thread
 
 
 def _check_decoding(resolved: dict[str, _Resolved], out: _Rejections, class_set: ClassSet | None,
-                    threads: int) -> None:
+                    threads: int, label_map: LabelMap | None = None) -> None:
     """Decode each image and label not yet rejected; reject failures and label values outside the class set."""
     rows = np.flatnonzero(out.code < 0)
     pairs = list(zip(_pick(resolved["generated_path"].paths, rows),
                      _pick(resolved["label_path"].paths, rows), strict=True))
     with ThreadPoolExecutor(max(1, threads)) as pool:  # decoding releases the GIL
-        outcomes = list(pool.map(lambda pair: _decode_check(pair[0], pair[1], class_set), pairs))
+        outcomes = list(pool.map(lambda pair: _decode_check(pair[0], pair[1], class_set, "", label_map), pairs))
     for row, outcome in zip(rows.tolist(), outcomes, strict=True):
         if outcome is not None:
             out.reject(np.asarray([row]), *outcome)
@@ -657,7 +662,8 @@ def _check_decoding(resolved: dict[str, _Resolved], out: _Rejections, class_set:
         pairs = list(zip(_pick(resolved["image2_path"].paths, rows), _pick(resolved["label2_path"].paths, rows),
                          strict=True))
         with ThreadPoolExecutor(max(1, threads)) as pool:
-            outcomes = list(pool.map(lambda pair: _decode_check(pair[0], pair[1], class_set, "2"), pairs))
+            outcomes = list(pool.map(lambda pair: _decode_check(pair[0], pair[1], class_set, "2", label_map),
+                                     pairs))
         for row, outcome in zip(rows.tolist(), outcomes, strict=True):
             if outcome is not None:
                 out.reject(np.asarray([row]), *outcome)

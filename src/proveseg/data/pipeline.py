@@ -131,7 +131,7 @@ def preflight_labels(records: RecordTable, class_set: ClassSet, per_source: int 
         for source in sorted(set(records.source.tolist())):
             rows = np.flatnonzero((records.source == source) & (records.label2 != ""))
             for i in rows[np.linspace(0, len(rows) - 1, min(per_source, len(rows))).round().astype(np.int64)]:
-                decode_label(str(records.label2[i]), class_set)  # raises naming the file
+                decode_label(str(records.label2[i]), class_set, label_map=records.label_map_of(i))  # names the file
 
 
 @dataclass
@@ -166,23 +166,27 @@ def _real_group(cfg: DataConfig, gathered: _Gathered) -> Group:
 
 
 def _manifest_records(gen: GeneratedSourceConfig, class_set: ClassSet, gathered: _Gathered) -> RecordTable:
-    """A generator's validated manifest rows; invalid rows raise or are counted, per ``on_invalid``."""
+    """A generator's validated manifest rows, decoded through its label map; invalid rows raise or are counted,
+    per ``on_invalid``."""
+    label_map = gen.effective_label_map()
     report = validate_manifest(gen.manifest, gen.name, datasets=gen.datasets, target_domains=gen.target_domains,
                                deep=gen.deep, class_set=class_set, root=gen.root, allow_absolute=gen.allow_absolute,
-                               pair=gen.pair, pair_geometry=gen.pair_geometry)
+                               pair=gen.pair, pair_geometry=gen.pair_geometry, label_map=label_map)
     gathered.validation[gen.name] = report.as_dict()["datasets"]
     if report.n_invalid:
         if gen.on_invalid == "error":
             raise ManifestError(manifest_failure(report))
         gathered.skipped[gen.name] = report.rejected_by_reason()
-    return report.records
+    return report.records.with_label_map(gen.name, label_map)
 
 
-def _as_noise(table: RecordTable) -> RecordTable:
-    """The noise control's rows: the reference generator's entries (origin image, label kept) as kind noise."""
-    return RecordTable.from_columns({
+def _as_noise(table: RecordTable, generator: str) -> RecordTable:
+    """The noise control's rows: the reference generator's entries (origin image, label kept) as kind noise;
+    their labels decode through the generator's label map."""
+    noise = RecordTable.from_columns({
         "image": table.origin, "label": table.label, "dataset": table.dataset, "domain": table.domain,
         "kind": "noise", "source": NOISE_SOURCE, "origin": table.origin}, n=len(table))
+    return noise.with_label_map(NOISE_SOURCE, table.label_maps.get(generator))
 
 
 def _generated_group(cfg: DataConfig, class_set: ClassSet, gathered: _Gathered) -> Group | None:
@@ -196,7 +200,7 @@ def _generated_group(cfg: DataConfig, class_set: ClassSet, gathered: _Gathered) 
             continue
         table = _manifest_records(gen, class_set, gathered)
         if cfg.noise is not None:
-            members.append(gathered.add("noise", NOISE_SOURCE, _as_noise(table), gen.repeat))
+            members.append(gathered.add("noise", NOISE_SOURCE, _as_noise(table, gen.name), gen.repeat))
         else:
             members.append(gathered.add("generated", gen.name, table, gen.repeat))
     return Group("noise" if cfg.noise is not None else "generated", share, tuple(members))

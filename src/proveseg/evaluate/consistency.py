@@ -53,7 +53,7 @@ def _predict(model: SegmentationModel, path: str, spec: InferenceSpec, device: s
 
 def consistency_report(model: SegmentationModel, records: RecordTable, class_set: ClassSet,
                        spec: InferenceSpec | None = None, device: str = "cpu") -> dict[str, dict[str, dict]]:
-    """{generator: {target domain: numbers}} for generated ``records``."""
+    """{generator: {target domain: numbers}} for generated ``records`` (labels through their source's label map)."""
     spec = spec or InferenceSpec()
     model = model.to(device).eval()
     c = class_set.num_classes
@@ -63,7 +63,7 @@ def consistency_report(model: SegmentationModel, records: RecordTable, class_set
     originals: dict[str, np.ndarray] = {}  # an original is shared by every target domain made from it
     for i in range(len(records)):
         key = (str(records.source[i]), str(records.domain[i]))
-        label = decode_label(str(records.label[i]), class_set)
+        label = decode_label(str(records.label[i]), class_set, label_map=records.label_map_of(i))
         pred_gen = _predict(model, str(records.image[i]), spec, device)
         origin = str(records.origin[i])
         if origin not in originals:

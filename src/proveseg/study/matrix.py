@@ -17,6 +17,7 @@ from pathlib import Path
 
 from proveseg.config import DataConfig, EvalConfig, RunConfig, StudyRunConfig
 from proveseg.data.records import SOURCE_DOMAIN
+from proveseg.readers import SourceBase
 from proveseg.rundir import RunDir, RunLock
 from proveseg.strategies import BASELINE, NOISE_CONTROL, RunData, generator_strategy, parse_strategy
 from proveseg.study.runkey import RunKey, run_dir_name
@@ -67,8 +68,32 @@ def run_config(study: StudyConfig, key: RunKey, run_dir: Path) -> RunConfig:
         "test": [split_source(key.dataset, ds.test)]})
     return RunConfig(name=f"{key.stage}/{key.strategy}/{key.dataset}/{run_dir.name}", strategy=key.strategy,
                      study=StudyRunConfig(study=study.name, stage=key.stage, dataset=key.dataset, budget=study.budget),
-                     output_dir=run_dir, data=configured.data, model={"name": key.model}, train=configured.train,
-                     evaluation=evaluation)
+                     output_dir=run_dir, data=_generated_labels(study, key.dataset, configured.data),
+                     model={"name": key.model}, train=configured.train, evaluation=evaluation)
+
+
+def _maps_labels(split: SourceBase) -> bool:
+    """Whether a split's label files hold ids of their own: a ``label_map``, or a reader with a built-in table."""
+    return split.label_map is not None or type(split).builtin_label_map is not SourceBase.builtin_label_map
+
+
+def _generated_labels(study: StudyConfig, dataset: str, data: DataConfig) -> DataConfig:
+    """Generated rows reuse their originals' labels: unless a generator names its own ``label_map``, its rows
+    decode like ``dataset``'s real images, through its train split's map (``labels_like``: the split, written
+    into run.yaml, so the audit re-derives the same records). Datasets without a map leave the sources as they are.
+    """
+    train = study.datasets[dataset].train
+    if not data.generated or not _maps_labels(train):
+        return data
+    like = split_source(dataset, train)
+    generated = []
+    for gen in data.generated:
+        spec = study.generators.get(gen.name)
+        if gen.label_map is None and gen.labels_like is None:
+            unmapped = spec.unmapped if spec is not None and spec.unmapped is not None else train.unmapped
+            gen = gen.model_copy(update={"labels_like": like, "unmapped": unmapped})
+        generated.append(gen)
+    return data.model_copy(update={"generated": generated})
 
 
 def _budgeted(study: StudyConfig, key: RunKey, run: RunData) -> RunData:

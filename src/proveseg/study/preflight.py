@@ -85,6 +85,28 @@ def _generator_problems(study: StudyConfig, runs: Sequence[PlannedRun]) -> list[
     return problems
 
 
+def _generator_label_map_problems(runs: Sequence[PlannedRun]) -> list[str]:
+    """A generator's own label map whose targets are not class ids of a dataset it is planned on."""
+    from proveseg.data.classes import resolve_class_set
+    from proveseg.data.labelmap import LabelMapError, check_label_map_targets, load_label_map
+
+    problems, seen = [], set()
+    for run in runs:
+        for gen in run.config.data.generated:
+            key = (gen.name, str(gen.label_map), run.dataset)
+            if gen.label_map is None or key in seen:
+                continue
+            seen.add(key)
+            try:
+                check_label_map_targets(load_label_map(gen.label_map, gen.unmapped),
+                                        resolve_class_set(run.config.data.class_set),
+                                        f"generators.{gen.name} on dataset {run.dataset!r}")
+            except LabelMapError as exc:
+                problems.append(str(exc))
+    return problems
+
+
 def study_problems(study: StudyConfig, runs: Sequence[PlannedRun]) -> list[str]:
     """Every problem ``run`` would meet with these runs, each naming its cause and fix; [] when none."""
-    return _split_problems(study, {r.stage for r in runs}) + _generator_problems(study, runs)
+    return (_split_problems(study, {r.stage for r in runs}) + _generator_problems(study, runs)
+            + _generator_label_map_problems(runs))

@@ -65,7 +65,7 @@ def _measures(run: RunRecord, model: Any, class_set: Any, limit: int, device: st
     gen = run.config.data.generated[0]
     report = validate_manifest(gen.manifest, gen.name, datasets=gen.datasets, class_set=class_set, root=gen.root,
                                allow_absolute=gen.allow_absolute)
-    records = report.records
+    records = report.records.with_label_map(gen.name, gen.effective_label_map())
     if limit < len(records):
         records = records.take(np.linspace(0, len(records) - 1, limit).round().astype(np.int64))
     found = {"stats": generator_stats(records).get(gen.name, {}),

@@ -116,18 +116,35 @@ class DatasetSpec(_Strict):
 
 
 class GeneratorSpec(_Strict):
+    """A generator's manifest. Its rows reuse their originals' labels, so by default the rows of dataset D decode
+    through D's train split's label map (see :func:`proveseg.study.matrix.run_config`); ``label_map`` overrides."""
+
     manifest: Path
     repeat: Repeat = 1.0
     on_invalid: Literal["error", "skip"] = "error"
     root: Path | None = None
     pair: Literal["columns", "original"] = "columns"  # as GeneratedSourceConfig.pair
     pair_geometry: Literal["shared", "independent"] = "shared"
+    label_map: Path | None = None  # CSV/YAML table of the label_path ids (default: the dataset's own map)
+    unmapped: Literal["error", "ignore"] | None = None  # default: the dataset's train split's (error without a map)
+
+    @model_validator(mode="after")
+    def _check_label_map(self) -> GeneratorSpec:
+        if self.label_map is not None:
+            from proveseg.data.labelmap import LabelMapError, load_label_map
+
+            try:
+                load_label_map(self.label_map)
+            except LabelMapError as exc:
+                raise ValueError(f"label_map: {exc}") from None
+        return self
 
     def source(self, name: str, dataset: str) -> GeneratedSourceConfig:
         """This generator's manifest as a run's generated source, restricted to ``dataset``'s rows."""
         return GeneratedSourceConfig(name=name, manifest=self.manifest, repeat=self.repeat, datasets=[dataset],
                                      on_invalid=self.on_invalid, root=self.root, pair=self.pair,
-                                     pair_geometry=self.pair_geometry)
+                                     pair_geometry=self.pair_geometry, label_map=self.label_map,
+                                     unmapped=self.unmapped or "error")
 
 
 class AugmentationSpec(TransformConfig):
