@@ -24,6 +24,8 @@ def test_every_model_trains_a_step_and_infers_whole_and_slide(name: str) -> None
     loss, parts = model.loss(outputs, masks)
     assert torch.isfinite(loss) and parts and all(v == v for v in parts.values())
     loss.backward()
+    unused = [n for n, p in model.network.named_parameters() if p.requires_grad and p.grad is None]
+    assert not unused, f"parameters without a gradient (DDP refuses them): {unused[:3]}"
     optimizer.step()
     after = [*params[:4], params[-1]]
     assert any(not torch.equal(b, a.detach()) for b, a in zip(before, after, strict=True)), "no weight moved"

@@ -111,3 +111,18 @@ def test_the_flag_matches_what_torch_does_at_batch_one(name: str) -> None:
             model.forward(model.network, torch.randn(1, 3, 64, 64))
     else:
         assert model.forward(model.network, torch.randn(1, 3, 64, 64)).shape == (1, 3, 64, 64)
+
+
+def test_the_trainer_builds_its_model_with_the_configured_weights(tmp_path: Path) -> None:
+    from proveseg.data.classes import CITYSCAPES19
+    from proveseg.train.state import TrainState
+    from tests.train.conftest import make_config
+
+    torch.manual_seed(0)
+    source = build_network("unet_micro", CITYSCAPES19.num_classes)
+    path = tmp_path / "init.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    cfg = make_config(tmp_path / "bench", tmp_path / "run")
+    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"weights": path})})
+    state = TrainState(cfg, CITYSCAPES19, 4, torch.device("cpu"), {})
+    assert _same(source, state.model.network)

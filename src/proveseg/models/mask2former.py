@@ -74,6 +74,11 @@ def mask2former(backbone: str, num_classes: int, encoder_weights: str | None = N
         config = Mask2FormerConfig(backbone_config=_backbone_config(backbone), ignore_value=IGNORE_INDEX, **labels)
         network = Mask2FormerForUniversalSegmentation(config)
     network.criterion = IgnoreAwareMask2FormerLoss(config=config, weight_dict=network.weight_dict)
+    encoder = network.model.pixel_level_module.encoder
+    if hasattr(getattr(encoder, "swin", None), "layernorm"):
+        # the backbone keeps Swin's classification-head LayerNorm although it never runs it: drop it so
+        # the optimizer, EMA and DDP (which rejects unused parameters) see only what is trained
+        encoder.swin.layernorm = nn.Identity()
     if encoder_weights == "imagenet":
         _load_hub_backbone(network, backbone)
     return network

@@ -42,7 +42,7 @@ def _smp(arch: str, encoder: str, min_batch_per_rank: int = 1, **kwargs: object)
     def build(num_classes: int, encoder_weights: str | None) -> nn.Module:
         model = smp.create_model(arch, encoder_name=encoder, encoder_weights=encoder_weights, classes=num_classes,
                                  **kwargs)
-        depth = kwargs.get("encoder_depth")
+        depth = getattr(model.encoder, "_depth", 5)  # an architecture's default depth too (PSPNet: 3)
         if isinstance(depth, int) and encoder.startswith("resnet"):
             # smp keeps the ResNet stages past encoder_depth although forward never runs them; drop them so
             # the optimizer, EMA and DDP (which rejects unused parameters) see only what is trained.
