@@ -43,6 +43,8 @@ __all__ = ["Diverged", "Preempted", "ResumeRefused", "RunLocked", "TrainResult",
 class Preempted(RuntimeError):
     """Training stopped at a step boundary after SIGTERM/SIGUSR2 (or a requested stop); last.pt is saved."""
 
+    signum: int | None = None  # the signal that asked for the stop (None: a requested stop, or another rank's)
+
 
 @dataclass
 class TrainResult:
@@ -228,10 +230,11 @@ class _StopSignals:
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum: int | None = None
         self.previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = True
+        self.requested, self.signum = True, signum
 
     def __enter__(self) -> _StopSignals:
         for s in (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT):  # Ctrl-C too: last.pt, not a traceback
@@ -279,12 +282,24 @@ def _train(session: Session, state: TrainState, stop_after: int | None, progress
                 stopped_early = _validate(session, state)
             if (it % tc.checkpoint_interval == 0 or it == tc.max_iters or stopped_early) and session.writer:
                 state.save(run.last)
-            if not stopped_early and (stop.requested or (stop_after is not None and it >= stop_after)):
+            if not stopped_early and (_any_rank(session, stop.requested) or (stop_after is not None and
+                                                                             it >= stop_after)):
                 if session.writer:
                     state.save(run.last)
                     run.set_status("failed", f"preempted at iteration {it}: last.pt saved, resume with --resume")
-                raise Preempted(f"stopped at iteration {it}; resume with --resume")
+                preempted = Preempted(f"stopped at iteration {it}; resume with --resume")
+                preempted.signum = stop.signum
+                raise preempted
     return _finish(session, state, stopped_early)
+
+
+def _any_rank(session: Session, flag: bool) -> bool:
+    """True on every rank when it is on one: all ranks stop after the same step (a signal reaches them apart)."""
+    if session.world == 1:
+        return flag
+    tensor = torch.tensor([int(flag)], device=session.device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
 
 
 def _evaluate(session: Session, model: SegmentationModel) -> dict[str, Any]:
