@@ -120,7 +120,7 @@ def _log_iteration(run: Path) -> int:
 def test_usr2_requeues_and_the_driver_reports_one_preemption(slurm_cluster: None, tiny_benchmark: Path,
                                                             tmp_path: Path) -> None:
     path = _study(tmp_path, tiny_benchmark, strategies=["gen_faithful"],
-                  train={"max_iters": 60, "eval_interval": 100, "log_interval": 1, "checkpoint_interval": 1000,
+                  train={"max_iters": 30, "eval_interval": 100, "log_interval": 1, "checkpoint_interval": 1000,
                          "num_threads": 1})
     driver = subprocess.Popen([sys.executable, "-m", "proveseg.cli", "run", str(path), "--executor", "slurm"],
                               env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -139,7 +139,7 @@ def test_usr2_requeues_and_the_driver_reports_one_preemption(slurm_cluster: None
     assert RunDir(run).status()[0] == "done"
     log = (run / "log.jsonl").read_text()
     comp = _json(run / "composition.json")
-    assert comp["matches_request"] and comp["consumed"]["iterations"] == 60
+    assert comp["matches_request"] and comp["consumed"]["iterations"] == 30
     status = _cli("status", str(path), "--json")
     assert status.returncode == 0, status.stderr
     (row,) = json.loads(status.stdout)["runs"]
@@ -149,4 +149,52 @@ def test_usr2_requeues_and_the_driver_reports_one_preemption(slurm_cluster: None
     assert ref.returncode == 0, ref.stderr[-2000:]
     assert comp["consumed"]["sequence_sha256"] == _json(tmp_path / "ref/composition.json")["consumed"][
         "sequence_sha256"]
-    assert '"iteration": 60' in log
+    assert '"iteration": 30' in log
+
+
+def _status(path: Path) -> dict[str, dict[str, Any]]:
+    out = _cli("status", str(path), "--json", timeout=120)
+    assert out.returncode == 0, out.stderr
+    return {Path(r["run_dir"]).name + "/" + Path(r["run_dir"]).parts[-3]: r for r in json.loads(out.stdout)["runs"]}
+
+
+def _squeue_state(job: str) -> str:
+    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T"], capture_output=True, text=True, timeout=30).stdout
+    return dict(line.split() for line in out.splitlines() if line.strip()).get(job, "GONE")
+
+
+def test_status_shows_queued_running_done_and_failed_runs(slurm_cluster: None, tiny_benchmark: Path,
+                                                          tmp_path: Path) -> None:
+    path = _study(tmp_path, tiny_benchmark, seeds=[0, 1],
+                  train={"max_iters": 60, "eval_interval": 100, "log_interval": 1, "num_threads": 1},
+                  slurm={"cpus_per_task": 1, "mem_gb": 1, "timeout_min": 15, "array_parallelism": 1})
+    submitted = _cli("run", str(path), "--executor", "slurm", "--detach", timeout=120)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    assert "4 queued" in submitted.stdout
+    runs = sorted((tmp_path / "results/stage1").glob("*/synthetic/*"))
+    jobs = sorted((_json(r / "slurm.json")["job_id"], r) for r in runs)
+    array = jobs[0][0].split("_")[0]
+    try:
+        again = _cli("run", str(path), "--executor", "slurm", timeout=120)  # never a second job for a queued run
+        assert again.returncode == 0 and again.stdout.count("already queued or running as Slurm job") == 4, \
+            again.stdout
+        first, second, third, fourth = (job for job, _ in jobs)
+        _wait_for(lambda: RunDir(jobs[0][1]).status()[0] == "done" and _squeue_state(first) == "GONE", 300,
+                  "the first run to finish")
+        _wait_for(lambda: _squeue_state(second) == "RUNNING", 120, "the second run to start")
+        subprocess.run(["scancel", "--signal=KILL", second], check=True, timeout=30)  # its trainer dies at once
+        _wait_for(lambda: _squeue_state(third) == "RUNNING", 120, "the third run to start")
+        table = _cli("status", str(path), timeout=120)  # the rich table, then the same as JSON, while the 3rd runs
+        rows = {row["job_id"]: row for row in _status(path).values()}
+        states = {job: rows[job]["state"] for job, _ in jobs}
+        assert states == {first: "done", second: "failed", third: "running", fourth: "queued"}, rows
+        assert "ended without a result" in rows[second]["reason"]
+        assert rows[first]["iteration"] == 60 and rows[fourth]["iteration"] == 0
+        assert "JobArrayTaskLimit" in rows[fourth]["reason"]
+        assert table.returncode == 0, table.stderr
+        lines = {job: next(line for line in table.stdout.splitlines() if f" {job} " in line) for job, _ in jobs}
+        for job, state in states.items():
+            assert f" {state} " in lines[job], table.stdout
+        assert "1 done, 1 running, 1 queued, 1 failed" in " ".join(table.stdout.split()), table.stdout
+    finally:
+        subprocess.run(["scancel", array], timeout=30)

@@ -178,7 +178,7 @@ class SlurmWatch:
                  progress_every: float = 15.0) -> None:
         self.pending = {str(run.run_dir): (run, job) for run, job in submitted}
         self.runs, self.echo, self.poll_s, self.progress_every = runs, echo, poll_s, progress_every
-        self.seen: dict[str, str] = {}
+        self.seen: dict[str, str] = dict.fromkeys(self.pending, "queued")  # run_slurm said so at submission
         self.preempted: dict[str, int] = {}
         self.gone: dict[str, int] = {}
         self.next_progress = time.monotonic() + progress_every
@@ -231,10 +231,10 @@ class SlurmWatch:
         if not self.echo or time.monotonic() < self.next_progress:
             return
         self.next_progress = time.monotonic() + self.progress_every
-        from proveseg.study.progress import progress_lines, study_progress
+        from proveseg.study.status import status_lines, study_status
 
         try:
-            text = "\n".join(progress_lines(study_progress(self.runs)))
+            text = "\n".join(status_lines(study_status(self.runs)))
         except Exception as exc:  # a progress display never stops the driver
             text = f"progress unavailable: {type(exc).__name__}: {exc}"
         if text != self.shown:

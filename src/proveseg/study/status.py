@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from proveseg.rundir import RunDir, RunLock
-from proveseg.study.progress import run_progress
+from proveseg.study.progress import format_eta, run_progress
 from proveseg.study.slurm import job_outcome, read_job, squeue_states
 
-__all__ = ["STATES", "run_status", "study_status"]
+__all__ = ["STATES", "run_status", "status_lines", "study_status"]
 
 STATES = ("queued", "running", "done", "failed", "preempted", "not started")
 
@@ -90,3 +90,18 @@ def study_status(runs: Sequence[Any]) -> dict[str, Any]:
     counts = {s.replace(" ", "_"): sum(r["state"] == s for r in rows) for s in STATES}
     return {"total": len(rows), **counts, "remaining_iters": remaining, "eta_s": eta,
             "slurm": queue is not None, "runs": rows}
+
+
+def status_lines(doc: dict[str, Any]) -> list[str]:
+    """A header (``study: 1/4 runs done, 1 running, 2 queued, ETA 0:40``) and one line per running run."""
+    counts = ", ".join(f"{doc[s.replace(' ', '_')]} {s}" for s in ("running", "queued", "preempted", "failed")
+                       if doc[s.replace(' ', '_')])
+    lines = [f"study: {doc['done']}/{doc['total']} runs done{', ' + counts if counts else ''}, "
+             f"ETA {format_eta(doc['eta_s'])}"]
+    for row in doc["runs"]:
+        if row["state"] == "running":
+            rate = f"{row['it_s']:.1f} it/s" if row["it_s"] else "? it/s"
+            val = f" val {row['val']['metric']} {100 * row['val']['value']:.1f}%" if row["val"] else ""
+            lines.append(f"{row['label']} it {row['iteration']}/{row['max']} {rate} ETA {format_eta(row['eta_s'])}"
+                         f"{val}" + (f" job {row['job_id']}" if row["job_id"] else ""))
+    return lines
