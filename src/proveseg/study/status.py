@@ -36,8 +36,8 @@ def _slurm_state(job: dict[str, Any] | None, queue: dict[str, tuple[str, str]] |
             return "running", ""
         requeues = int(job.get("preemptions", 0))
         return "queued", (f"requeued after {requeues} preemption(s); " if requeues else "") + f"Slurm: {why}"
-    if queue is None:
-        return None  # the scheduler does not answer: the run's own files decide
+    if queue is None:  # the scheduler does not answer: the run's own files decide
+        return ("running", "squeue did not answer: from the run's status file") if file_state == "running" else None
     outcome = job_outcome(job)
     if outcome is not None and outcome[0] == "error":
         return "failed", outcome[1]
