@@ -97,3 +97,18 @@ def test_status_table_and_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert "not started" in text and "1 done, 1 not started" in text
     summary = slurm_summary({"a": "done (preempted 1 time)", "b": "failed: boom"}, 3)
     assert summary.splitlines()[-1] == "3 runs: 1 already done, 1 done, 1 failed (1 after preemption)"
+
+
+def test_no_executor_starts_a_run_whose_slurm_job_is_queued(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from proveseg.study import executors
+
+    run = SimpleNamespace(run_dir=tmp_path / "run")
+    run.run_dir.mkdir()
+    record_submission(run.run_dir, "9_0", tmp_path / ".submitit", 1)
+    monkeypatch.setattr(executors, "squeue_states", lambda: {"9_0": ("PENDING", "Priority")})
+    assert executors.run_local([run], echo=False) == {str(run.run_dir): executors.LOCKED}  # type: ignore[list-item]
+    assert executors.run_slurm([run], SlurmSpec(), tmp_path / ".submitit") == {  # type: ignore[list-item]
+        str(run.run_dir): "skipped: already queued or running as Slurm job 9_0"}
+    assert not (run.run_dir / "run.yaml").exists()  # nothing was prepared

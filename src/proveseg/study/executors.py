@@ -152,6 +152,11 @@ class _LocalRunner:
     def start(self, run: PlannedRun) -> None:
         """Take the run's lock, prepare it and hand the lock to its trainer process (or record why not)."""
         key = str(run.run_dir)
+        job = _active_job(run)
+        if job is not None:  # a Slurm job of this run is queued or running: it is that job's to train
+            self.codes[key] = LOCKED
+            self.say(f"skip {run.run_dir}: queued or running as Slurm job {job}")
+            return
         lock = RunLock(run.run_dir)
         try:
             lock.acquire()
