@@ -119,9 +119,12 @@ def _log_iteration(run: Path) -> int:
 
 def test_usr2_requeues_and_the_driver_reports_one_preemption(slurm_cluster: None, tiny_benchmark: Path,
                                                             tmp_path: Path) -> None:
+    """A 2-task run sent USR2 mid-training: requeued, resumed at the same iteration, done; its record equals an
+    uninterrupted torchrun run's (each rank resumes its own audit and RNG)."""
     path = _study(tmp_path, tiny_benchmark, strategies=["gen_faithful"],
-                  train={"max_iters": 30, "eval_interval": 100, "log_interval": 1, "checkpoint_interval": 1000,
-                         "num_threads": 1})
+                  train={"max_iters": 24, "eval_interval": 100, "log_interval": 1, "checkpoint_interval": 1000,
+                         "num_threads": 1},
+                  slurm={"tasks_per_node": 2, "cpus_per_task": 1, "mem_gb": 1, "timeout_min": 15})
     driver = subprocess.Popen([sys.executable, "-m", "proveseg.cli", "run", str(path), "--executor", "slurm"],
                               env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run = tmp_path / "results/stage1/gen_faithful/synthetic/unet_micro_ratio0p50_s0"
@@ -129,27 +132,30 @@ def test_usr2_requeues_and_the_driver_reports_one_preemption(slurm_cluster: None
         _wait_for(lambda: _log_iteration(run) >= 2, 300, "the Slurm task to train")
         job = _json(run / "slurm.json")["job_id"]
         subprocess.run(["scancel", "--signal=USR2", "--full", job], check=True, timeout=30)
+        _wait_for(lambda: RunDir(run).status()[1].startswith("preempted at iteration"), 120, "the checkpoint")
+        stopped = int(RunDir(run).status()[1].split()[3].rstrip(":"))
         out, err = driver.communicate(timeout=600)
     finally:
         driver.kill()
     assert driver.returncode == 0, out[-3000:] + err[-3000:]
+    assert 2 <= stopped < 24
     assert "done (preempted 1 time)" in out, out
     assert "Bypassing sacct" not in out + err
     assert _json(run / "slurm.json")["preemptions"] == 1
     assert RunDir(run).status()[0] == "done"
-    log = (run / "log.jsonl").read_text()
     comp = _json(run / "composition.json")
-    assert comp["matches_request"] and comp["consumed"]["iterations"] == 30
+    assert comp["matches_request"] and comp["consumed"]["iterations"] == 24
     status = _cli("status", str(path), "--json")
     assert status.returncode == 0, status.stderr
     (row,) = json.loads(status.stdout)["runs"]
     assert row["state"] == "done" and row["requeues"] == 1 and row["job_id"] == job
-    # the same run uninterrupted, in one local process: the same consumed sequence
-    ref = _cli("train", str(run / "run.yaml"), "--output-dir", str(tmp_path / "ref"), timeout=600)
-    assert ref.returncode == 0, ref.stderr[-2000:]
-    assert comp["consumed"]["sequence_sha256"] == _json(tmp_path / "ref/composition.json")["consumed"][
-        "sequence_sha256"]
-    assert '"iteration": 30' in log
+    # the same run uninterrupted under torchrun: the same consumed sequence, counts and test metrics
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+           "-m", "proveseg.cli", "train", str(run / "run.yaml"), "--output-dir", str(tmp_path / "ref")]
+    ref = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    assert comp["consumed"] == _json(tmp_path / "ref/composition.json")["consumed"]
+    assert _json(run / "metrics.json")["mIoU"] == _json(tmp_path / "ref/metrics.json")["mIoU"]
 
 
 def _status(path: Path) -> dict[str, dict[str, Any]]:
