@@ -110,6 +110,7 @@ class _LocalRunner:
     codes: dict[str, int] = field(default_factory=dict)
     active: list[_Active] = field(default_factory=list)
     stopping: bool = False
+    queue: Any = None  # _Queue: the Slurm jobs of runs submitted with --executor slurm
     live: Any = None  # a rich Live showing the progress lines when stdout is a terminal
     next_progress: float = 0.0
 
@@ -152,7 +153,7 @@ class _LocalRunner:
     def start(self, run: PlannedRun) -> None:
         """Take the run's lock, prepare it and hand the lock to its trainer process (or record why not)."""
         key = str(run.run_dir)
-        job = _active_job(run)
+        job = self.queue.active_job(run)
         if job is not None:  # a Slurm job of this run is queued or running: it is that job's to train
             self.codes[key] = LOCKED
             self.say(f"skip {run.run_dir}: queued or running as Slurm job {job}")
@@ -217,7 +218,8 @@ def run_local(runs: Sequence[PlannedRun], max_parallel: int = 1, force: bool = F
     and, while runs are active, the study's progress (:mod:`proveseg.study.progress`): every
     ``progress_every`` seconds, or in place (at least every second) when stdout is a terminal.
     """
-    runner = _LocalRunner(max(1, max_parallel), force, list(gpus) if gpus else None, echo, progress_every)
+    runner = _LocalRunner(max(1, max_parallel), force, list(gpus) if gpus else None, echo, progress_every,
+                          queue=_Queue())
     queue = list(runs)
     signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     previous = {s: signal.signal(s, runner.stop) for s in signals}
@@ -239,20 +241,28 @@ def run_local(runs: Sequence[PlannedRun], max_parallel: int = 1, force: bool = F
     return runner.codes
 
 
-def _active_job(run: PlannedRun) -> str | None:
-    """The Slurm job id of this run when it is queued or running now (``slurm.json`` + ``squeue``), else None."""
-    job = read_job(run.run_dir)
-    if job is None:
-        return None
-    states = squeue_states()
-    if states is None:  # the scheduler does not answer: never submit a second job of a run that may be queued
-        return str(job["job_id"])
-    return str(job["job_id"]) if str(job["job_id"]) in states else None
+class _Queue:
+    """``squeue``, asked at most once per executor call and only when a run has a Slurm job recorded."""
+
+    def __init__(self) -> None:
+        self.asked = False
+        self.states: dict[str, tuple[str, str]] | None = None
+
+    def active_job(self, run: PlannedRun) -> str | None:
+        """The Slurm job id of this run when it is queued or running (``slurm.json`` + ``squeue``), else None."""
+        job = read_job(run.run_dir)
+        if job is None:
+            return None
+        if not self.asked:
+            self.asked, self.states = True, squeue_states()
+        if self.states is None:  # the scheduler does not answer: never start a run whose job may be queued
+            return str(job["job_id"])
+        return str(job["job_id"]) if str(job["job_id"]) in self.states else None
 
 
-def _prepare_locked(run: PlannedRun, force: bool) -> tuple[bool, str]:
+def _prepare_locked(run: PlannedRun, force: bool, queue: _Queue) -> tuple[bool, str]:
     """(submit?, why not) for one run, prepared under its lock (released before submission)."""
-    job = _active_job(run)
+    job = queue.active_job(run)
     if job is not None:
         return False, f"skipped: already queued or running as Slurm job {job}"
     try:
@@ -293,9 +303,9 @@ def run_slurm(runs: Sequence[PlannedRun], spec: SlurmSpec, folder: Path, force: 
     the study's progress and each job's state changes (submitit's sacct warnings are filtered out).
     """
     quiet_submitit()
-    todo, out = [], {}
+    todo, out, queue = [], {}, _Queue()
     for run in runs:
-        submit, why = _prepare_locked(run, force)
+        submit, why = _prepare_locked(run, force, queue)
         if submit:
             todo.append(run)
         elif why != "done":

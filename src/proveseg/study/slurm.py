@@ -95,6 +95,7 @@ class SlurmRun(submitit.helpers.Checkpointable):
             sys.exit(1)  # no result: the job is over or comes back
         if rank == 0 and callable(requeue):
             requeue(signal.SIGUSR2, None)  # calls self.checkpoint(), `scontrol requeue`, then exits
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # submitit ignores SIGTERM: the requeue's kill must end us
         time.sleep(120)  # the requeue ends this task; a result written here would end the job for the driver
         sys.exit(1)
 
