@@ -210,7 +210,8 @@ class SlurmWatch:
         count = int(record.get("preemptions", 0))
         if count > self.preempted.get(key, 0):
             self.preempted[key] = count
-            self.say(f"preempted {job.job_id}  {key}: checkpointed and requeued ({count} so far)")
+            self.say(f"requeued {job.job_id}  {key}: preempted or at its time limit, checkpointed "
+                     f"({count} time{'s' if count != 1 else ''} so far)")
         if states is None:
             return None  # the scheduler does not answer now: ask again
         if job.job_id in states:
