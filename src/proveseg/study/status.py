@@ -35,7 +35,9 @@ def _slurm_state(job: dict[str, Any] | None, queue: dict[str, tuple[str, str]] |
         if slurm_state == "RUNNING":
             return "running", ""
         requeues = int(job.get("preemptions", 0))
-        return "queued", (f"requeued after {requeues} preemption(s); " if requeues else "") + f"Slurm: {why}"
+        parts = ([f"requeued {requeues}x (preemption or time limit)"] if requeues else []) + (
+            [f"Slurm: {why}"] if why and why != "None" else [])
+        return "queued", "; ".join(parts)
     if queue is None:  # the scheduler does not answer: the run's own files decide
         return ("running", "squeue did not answer: from the run's status file") if file_state == "running" else None
     outcome = job_outcome(job)
