@@ -62,7 +62,9 @@ if pgrep -x slurmctld >/dev/null && [ "$changed" = 1 ]; then
   # the controller reads cred_expire only when it starts: restart it (its state, queued and running jobs are kept)
   scontrol shutdown slurmctld
   for _ in $(seq 1 30); do pgrep -x slurmctld >/dev/null || break; sleep 1; done
-  scontrol reconfigure >/dev/null 2>&1 || true
+  slurmctld
+  for _ in $(seq 1 30); do scontrol ping >/dev/null 2>&1 && break; sleep 1; done
+  scontrol reconfigure >/dev/null 2>&1 || true  # slurmd reads the new config too
 fi
 pgrep -x slurmctld >/dev/null || slurmctld
 pgrep -x slurmd >/dev/null || slurmd
