@@ -90,8 +90,13 @@ def test_two_tasks_on_one_node_equal_torchrun(slurm_cluster: None, tiny_benchmar
     (run,) = (tmp_path / "results/stage1").glob("gen_faithful/synthetic/*")
     slurm = _json(run / "composition.json")
     assert slurm["requested"]["world_size"] == 2 and slurm["matches_request"]
-    assert slurm["consumed"]["per_batch_distinct"] == [[4, 4, 0, 0]]  # 2 real + 2 generated per rank, disjoint
-    assert slurm["consumed"]["samples"] == 4 * 4 * 2  # every rank's batches are counted
+    consumed = slurm["consumed"]
+    assert consumed["samples"] == 4 * 4 * 2  # every rank's batches are counted
+    # per-rank compositions equal: rank 0 took 2 real + 2 generated per step, and both ranks together 4 + 4
+    assert all((b["real"], b["generated"]) == (2, 2) for b in consumed["first_batches"])
+    assert consumed["per_batch_distinct"] == [[4, 4, 0, 0]]
+    # disjoint samples within a pass: 16 generated draws (2 ranks x 4 steps x 2) from 24 images, 16 distinct
+    assert consumed["per_source"]["faithful"] == consumed["unique_per_source"]["faithful"] == 16
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
            "-m", "proveseg.cli", "train", str(run / "run.yaml"), "--output-dir", str(tmp_path / "torchrun")]
     ref = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
