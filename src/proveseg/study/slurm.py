@@ -215,6 +215,8 @@ class SlurmWatch:
         if states is None:
             return None  # the scheduler does not answer now: ask again
         if job.job_id in states:
+            if states[job.job_id][0] == "COMPLETING":  # ending (or being requeued): the next poll tells which
+                return None
             state = "running" if states[job.job_id][0] == "RUNNING" else "queued"
             if self.seen.get(key) != state:
                 self.seen[key] = state

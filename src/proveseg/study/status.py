@@ -32,8 +32,8 @@ def _slurm_state(job: dict[str, Any] | None, queue: dict[str, tuple[str, str]] |
     job_id = str(job["job_id"])
     if queue is not None and job_id in queue:
         slurm_state, why = queue[job_id]
-        if slurm_state == "RUNNING":
-            return "running", ""
+        if slurm_state in ("RUNNING", "COMPLETING"):
+            return "running", "" if slurm_state == "RUNNING" else "Slurm: completing"
         requeues = int(job.get("preemptions", 0))
         parts = ([f"requeued {requeues}x (preemption or time limit)"] if requeues else []) + (
             [f"Slurm: {why}"] if why and why != "None" else [])
