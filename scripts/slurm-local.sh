@@ -28,10 +28,13 @@ host=$(hostname -s)
 cpus=$(nproc)
 mem=$(awk '/MemTotal/ {print int($2 / 1024 * 0.8)}' /proc/meminfo)
 mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm
-cat > /etc/slurm/slurm.conf <<CONF
+# cred_expire: a requeued job (preempted, or past its time limit) may start again after 10 s, not the default 120 s
+cat > /etc/slurm/slurm.conf.new <<CONF
 ClusterName=proveseg-local
 SlurmctldHost=${host}
 AuthType=auth/munge
+AuthInfo=cred_expire=10
+JobRequeue=1
 SlurmUser=root
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -51,7 +54,18 @@ SlurmdLogFile=/var/log/slurm/slurmd.log
 NodeName=${host} CPUs=${cpus} RealMemory=${mem} State=UNKNOWN
 PartitionName=debug Nodes=${host} Default=YES MaxTime=INFINITE State=UP
 CONF
+changed=0
+cmp -s /etc/slurm/slurm.conf.new /etc/slurm/slurm.conf || changed=1
+mv /etc/slurm/slurm.conf.new /etc/slurm/slurm.conf
 
+if pgrep -x slurmctld >/dev/null && [ "$changed" = 1 ]; then
+  # the controller reads cred_expire only when it starts: restart it (its state, queued and running jobs are kept)
+  scontrol shutdown slurmctld
+  for _ in $(seq 1 30); do pgrep -x slurmctld >/dev/null || break; sleep 1; done
+  slurmctld
+  for _ in $(seq 1 30); do scontrol ping >/dev/null 2>&1 && break; sleep 1; done
+  scontrol reconfigure >/dev/null 2>&1 || true  # slurmd reads the new config too
+fi
 pgrep -x slurmctld >/dev/null || slurmctld
 pgrep -x slurmd >/dev/null || slurmd
 for _ in $(seq 1 60); do

@@ -14,7 +14,7 @@ from proveseg.data import manifest
 from proveseg.data.audit import ConsumptionAudit
 from proveseg.data.records import RecordTable
 from proveseg.study.matrix import expand
-from proveseg.study.spec import StudyConfig, load_study
+from proveseg.study.spec import SlurmSpec, StudyConfig, load_study
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -56,6 +56,8 @@ def test_readme_yaml_block(index: int) -> None:
         TrainConfig.model_validate(data["train"])
     elif set(data) == {"evaluation"}:
         EvalConfig.model_validate(data["evaluation"])
+    elif set(data) == {"slurm"}:
+        SlurmSpec.model_validate(data["slurm"])
 
 
 def _block(first_key: str, value: str) -> dict:

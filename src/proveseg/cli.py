@@ -271,10 +271,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ValueError("the study cannot run:\n  " + "\n  ".join(problems))
     store_study(study)  # the reference the leaderboard checks these runs against
     if args.executor == "slurm":
-        out = run_slurm(runs, study.slurm, study.results_root / ".submitit", force=args.force)
-        for run_dir, state in out.items():
-            print(f"{state:>10}  {run_dir}")
-        return 0 if all(v == "done" or v.startswith("skipped") for v in out.values()) else 1
+        out = run_slurm(runs, study.slurm, study.results_root / ".submitit", force=args.force, wait=not args.detach,
+                        echo=True)
+        print(render.slurm_summary(out, len(runs)), flush=True)
+        ok = ("done", "skipped", "queued")
+        return 0 if all(v.startswith(ok) for v in out.values()) else 1
     gpus = args.gpus.split(",") if args.gpus else None
     codes = run_local(runs, args.max_parallel, args.force, gpus)
     count = {name: sum(v == code for v in codes.values())
@@ -290,6 +291,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     if count["stopped"] or any(v == 3 for v in failed.values()):
         return 3
     return 1 if failed or count["changed"] else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from proveseg.study.status import study_status
+
+    _, runs = _study_runs(args)
+    if args.json:
+        print(json.dumps(study_status(runs), indent=2, sort_keys=True))
+        return 0
+    console = _console()
+    if not args.watch:
+        console.print(render.status_table(study_status(runs), f"{args.study}: {len(runs)} runs"))
+        return 0
+    from rich.live import Live
+
+    doc = study_status(runs)
+    with Live(render.status_table(doc, f"{args.study}: {len(runs)} runs"), console=console,
+              refresh_per_second=1) as live:
+        while doc["queued"] + doc["running"]:
+            time.sleep(max(args.every, 0.5))
+            doc = study_status(runs)
+            live.update(render.status_table(doc, f"{args.study}: {len(runs)} runs"))
+    return 0
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -506,7 +530,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-parallel", type=int, default=1, help="local runs at a time (default 1)")
     p.add_argument("--gpus", default=None, help="comma list of GPU ids, one per parallel run")
     p.add_argument("--force", action="store_true", help="delete and rerun runs that are done")
+    p.add_argument("--detach", action="store_true",
+                   help="slurm: submit and return (watch with `proveseg status STUDY --watch`)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="a study's runs now: state, iteration, it/s, ETA, validation, Slurm job")
+    study_filters(p)
+    p.add_argument("--watch", action="store_true", help="refresh every --every seconds until no run is active")
+    p.add_argument("--every", type=float, default=5.0, help="seconds between refreshes with --watch (default 5)")
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("leaderboard", help="rank strategies on proven runs, with paired-bootstrap gains")
     p.add_argument("results_root", help="results root of a study")

@@ -38,7 +38,9 @@ __all__ = [
     "print_plan",
     "print_verify_batches",
     "quality_table",
+    "slurm_summary",
     "stats_table",
+    "status_table",
     "synth_table",
     "verify_batches_lines",
 ]
@@ -374,3 +376,40 @@ def print_manifest_create(console: Console, plan: Any) -> None:
         console.print(f"note: {plan.outside_root} row(s) have paths outside the data root {plan.root}; "
                       "validate with --root, or put a .proveseg-root file in a folder holding them all",
                       highlight=False, markup=False)
+
+
+_STATE_STYLE = {"done": "green", "running": "cyan", "queued": "blue", "failed": "red", "preempted": "yellow",
+                "not started": "dim"}
+
+
+def status_table(doc: dict[str, Any], title: str) -> Table:
+    """``proveseg status``: one row per run (state, iteration/max, it/s, ETA, last validation, Slurm job,
+    requeues, reason) and the totals in the caption."""
+    from proveseg.study.progress import format_eta
+
+    table = Table(title=title)
+    for name in ("run", "state", "iter", "it/s", "ETA", "val mIoU", "job", "requeues", "reason"):
+        table.add_column(name, justify="right" if name in ("iter", "it/s", "ETA", "val mIoU", "requeues") else "left")
+    for row in doc["runs"]:
+        val = row.get("val")
+        table.add_row(row["label"], Text(row["state"], style=_STATE_STYLE.get(row["state"], "")),
+                      f"{row['iteration']}/{row['max']}", f"{row['it_s']:.2f}" if row["it_s"] else "-",
+                      format_eta(row["eta_s"]) if row["state"] not in ("done", "failed") else "-",
+                      pct(val["value"]) if val else "-", row["job_id"] or "-", str(row["requeues"]),
+                      Text(row["reason"] or ""))
+    counts = ", ".join(f"{doc[s.replace(' ', '_')]} {s}" for s in ("done", "running", "queued", "preempted",
+                                                                   "failed", "not started") if doc[s.replace(' ', '_')])
+    table.caption = f"{doc['total']} runs: {counts or 'none'}; ETA {format_eta(doc['eta_s'])}" + (
+        "" if doc.get("slurm", True) else " (squeue did not answer: Slurm states unknown)")
+    return _folded(table)
+
+
+def slurm_summary(out: dict[str, str], planned: int) -> str:
+    """The last lines of ``proveseg run --executor slurm``: one line per run that was not already done, then totals."""
+    lines = [f"{state}  {run_dir}" for run_dir, state in out.items()]
+    kinds = ("done", "failed", "queued", "skipped", "refused")
+    counts = {k: sum(v.startswith(k) for v in out.values()) for k in kinds}
+    preempted = sum("preempted" in v for v in out.values() if v.startswith("done"))
+    total = f"{planned} runs: {planned - len(out)} already done, " + ", ".join(
+        f"{counts[k]} {k}" for k in kinds if counts[k] or k in ("done", "failed"))
+    return "\n".join([*lines, total + (f" ({preempted} after preemption)" if preempted else "")])

@@ -24,15 +24,16 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from proveseg.config import dump_config, load_run_config
+from proveseg.config import dump_config
 from proveseg.rundir import LOCK_FD_ENV, LOCKED_EXIT, RunDir, RunLock, RunLocked
 from proveseg.study.matrix import PlannedRun
 from proveseg.study.progress import progress_lines, study_progress
 from proveseg.study.reference import run_differences
+from proveseg.study.slurm import SlurmRun, SlurmWatch, quiet_submitit, read_job, record_submission, squeue_states
 from proveseg.study.spec import SlurmSpec
 
-__all__ = ["CHANGED", "DONE", "LOCKED", "STOPPED", "StudyChanged", "changed_fields", "prepare", "run_local",
-           "run_slurm"]
+__all__ = ["CHANGED", "DONE", "LOCKED", "STOPPED", "SlurmRun", "StudyChanged", "changed_fields", "prepare",
+           "run_local", "run_slurm"]
 
 DONE, LOCKED, CHANGED, STOPPED = -1, -2, -3, -4  # run_local's codes besides a trainer's exit code
 
@@ -109,6 +110,7 @@ class _LocalRunner:
     codes: dict[str, int] = field(default_factory=dict)
     active: list[_Active] = field(default_factory=list)
     stopping: bool = False
+    queue: Any = None  # _Queue: the Slurm jobs of runs submitted with --executor slurm
     live: Any = None  # a rich Live showing the progress lines when stdout is a terminal
     next_progress: float = 0.0
 
@@ -151,6 +153,11 @@ class _LocalRunner:
     def start(self, run: PlannedRun) -> None:
         """Take the run's lock, prepare it and hand the lock to its trainer process (or record why not)."""
         key = str(run.run_dir)
+        job = self.queue.active_job(run)
+        if job is not None:  # a Slurm job of this run is queued or running: it is that job's to train
+            self.codes[key] = LOCKED
+            self.say(f"skip {run.run_dir}: queued or running as Slurm job {job}")
+            return
         lock = RunLock(run.run_dir)
         try:
             lock.acquire()
@@ -211,7 +218,8 @@ def run_local(runs: Sequence[PlannedRun], max_parallel: int = 1, force: bool = F
     and, while runs are active, the study's progress (:mod:`proveseg.study.progress`): every
     ``progress_every`` seconds, or in place (at least every second) when stdout is a terminal.
     """
-    runner = _LocalRunner(max(1, max_parallel), force, list(gpus) if gpus else None, echo, progress_every)
+    runner = _LocalRunner(max(1, max_parallel), force, list(gpus) if gpus else None, echo, progress_every,
+                          queue=_Queue())
     queue = list(runs)
     signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     previous = {s: signal.signal(s, runner.stop) for s in signals}
@@ -233,32 +241,30 @@ def run_local(runs: Sequence[PlannedRun], max_parallel: int = 1, force: bool = F
     return runner.codes
 
 
-class SlurmRun:
-    """One Slurm array task: train (resuming when ``last.pt`` exists); requeue itself when preempted."""
+class _Queue:
+    """``squeue``, asked at most once per executor call and only when a run has a Slurm job recorded."""
 
-    def __init__(self, run_dir: str) -> None:
-        self.run_dir = run_dir
+    def __init__(self) -> None:
+        self.asked = False
+        self.states: dict[str, tuple[str, str]] | None = None
 
-    def __call__(self) -> str:
-        from proveseg.train.loop import Preempted, train
-
-        rd = RunDir(self.run_dir)
-        cfg = load_run_config(Path(self.run_dir) / "run.yaml")
-        try:
-            train(cfg, resume=rd.last.exists())
-        except RunLocked as exc:
-            return f"skipped: {exc}"
-        except Preempted:
-            job = os.environ.get("SLURM_ARRAY_JOB_ID")
-            task = os.environ.get("SLURM_ARRAY_TASK_ID")
-            job_id = f"{job}_{task}" if job and task else os.environ.get("SLURM_JOB_ID", "")
-            subprocess.run(["scontrol", "requeue", job_id], check=False)
-            raise
-        return rd.status()[0]
+    def active_job(self, run: PlannedRun) -> str | None:
+        """The Slurm job id of this run when it is queued or running (``slurm.json`` + ``squeue``), else None."""
+        job = read_job(run.run_dir)
+        if job is None:
+            return None
+        if not self.asked:
+            self.asked, self.states = True, squeue_states()
+        if self.states is None:  # the scheduler does not answer: never start a run whose job may be queued
+            return str(job["job_id"])
+        return str(job["job_id"]) if str(job["job_id"]) in self.states else None
 
 
-def _prepare_locked(run: PlannedRun, force: bool) -> tuple[bool, str]:
+def _prepare_locked(run: PlannedRun, force: bool, queue: _Queue) -> tuple[bool, str]:
     """(submit?, why not) for one run, prepared under its lock (released before submission)."""
+    job = queue.active_job(run)
+    if job is not None:
+        return False, f"skipped: already queued or running as Slurm job {job}"
     try:
         with RunLock(run.run_dir):
             return prepare(run, force) is not None, "done"
@@ -268,35 +274,52 @@ def _prepare_locked(run: PlannedRun, force: bool) -> tuple[bool, str]:
         return False, f"refused: {exc}"
 
 
-def run_slurm(runs: Sequence[PlannedRun], spec: SlurmSpec, folder: Path, force: bool = False,
-              wait: bool = True) -> dict[str, str]:
-    """Submit the runs as one submitit job array; with ``wait``, block until every task ends."""
+def _executor(spec: SlurmSpec, folder: Path) -> Any:
     import submitit
 
-    todo, out = [], {}
+    executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm", slurm_max_num_timeout=spec.max_timeouts)
+    params: dict[str, object] = {
+        "slurm_array_parallelism": spec.array_parallelism, "nodes": spec.nodes, "tasks_per_node": spec.ranks_per_node,
+        "cpus_per_task": spec.cpus_per_task, "mem_gb": spec.mem_gb, "timeout_min": spec.timeout_min,
+        "slurm_signal_delay_s": spec.signal_delay_s, "name": "proveseg",
+        # the batch shell survives a USR2 sent to the whole job (scancel --full); the tasks checkpoint on it
+        "slurm_setup": ["trap 'true' USR2"]}
+    if spec.partition:
+        params["slurm_partition"] = spec.partition
+    if spec.gpus_per_node:
+        params["gpus_per_node"] = spec.gpus_per_node
+    executor.update_parameters(**params)
+    return executor
+
+
+def run_slurm(runs: Sequence[PlannedRun], spec: SlurmSpec, folder: Path, force: bool = False,
+              wait: bool = True, echo: bool = False, poll_s: float = 5.0) -> dict[str, str]:
+    """Submit the runs that are not done, queued or running as one submitit job array (``spec.world_size``
+    ranks each) and record each job in its run directory; with ``wait``, follow every job (requeues
+    included) to its end.
+
+    Returns run directory -> ``done`` (with ``(preempted N times)`` when it was), ``failed: REASON``,
+    ``skipped: ...``, ``refused: ...`` or, without ``wait``, ``queued JOB``. With ``echo`` it prints
+    the study's progress and each job's state changes (submitit's sacct warnings are filtered out).
+    """
+    quiet_submitit()
+    todo, out, queue = [], {}, _Queue()
     for run in runs:
-        submit, why = _prepare_locked(run, force)
+        submit, why = _prepare_locked(run, force, queue)
         if submit:
             todo.append(run)
         elif why != "done":
             out[str(run.run_dir)] = why
     if not todo:
         return out
-    executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
-    params: dict[str, object] = {"slurm_array_parallelism": spec.array_parallelism, "cpus_per_task": spec.cpus_per_task,
-                                 "mem_gb": spec.mem_gb, "timeout_min": spec.timeout_min, "name": "proveseg"}
-    if spec.partition:
-        params["slurm_partition"] = spec.partition
-    if spec.gpus_per_node:
-        params["gpus_per_node"] = spec.gpus_per_node
-    executor.update_parameters(**params)
+    executor = _executor(spec, folder)
     with executor.batch():
         jobs = [executor.submit(SlurmRun(str(run.run_dir))) for run in todo]
-    out.update({str(run.run_dir): job.job_id for run, job in zip(todo, jobs, strict=True)})
+    for run, job in zip(todo, jobs, strict=True):
+        record_submission(run.run_dir, job.job_id, folder, spec.world_size)
+        out[str(run.run_dir)] = f"queued {job.job_id}"
+        if echo:
+            print(f"queued {job.job_id}  {run.run_dir}", flush=True)
     if wait:
-        for run, job in zip(todo, jobs, strict=True):
-            try:
-                out[str(run.run_dir)] = str(job.result())
-            except Exception as exc:  # one failed task does not stop the others
-                out[str(run.run_dir)] = f"failed: {type(exc).__name__}: {exc}"[:500]
+        out.update(SlurmWatch(list(zip(todo, jobs, strict=True)), runs, echo, poll_s).follow())
     return out

@@ -180,12 +180,34 @@ class StageSpec(_Strict):
 
 
 class SlurmSpec(_Strict):
+    """How each run of the study runs as a Slurm job: ``nodes`` x ``tasks_per_node`` ranks (one per GPU)."""
+
     partition: str | None = None
+    nodes: int = Field(1, ge=1)
     gpus_per_node: int = Field(0, ge=0)
+    tasks_per_node: int | None = Field(None, ge=1)  # default: gpus_per_node (1 without GPUs); CPU ranks use gloo
     cpus_per_task: int = Field(2, ge=1)
-    mem_gb: int = Field(8, ge=1)
-    timeout_min: int = Field(60, ge=1)
+    mem_gb: int = Field(8, ge=1)  # per node
+    timeout_min: int = Field(60, ge=1)  # per allocation: a longer run checkpoints and continues in the next one
+    signal_delay_s: int = Field(90, ge=10)  # SIGUSR2 this long before the time limit: checkpoint and requeue
+    max_timeouts: int = Field(10, ge=0)  # allocations a run may outlive by its time limit (preemptions: no limit)
     array_parallelism: int = Field(8, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> SlurmSpec:
+        if self.gpus_per_node and self.tasks_per_node not in (None, self.gpus_per_node):
+            raise ValueError(f"slurm.tasks_per_node {self.tasks_per_node} != gpus_per_node {self.gpus_per_node}: "
+                             "each rank trains on one GPU")
+        return self
+
+    @property
+    def ranks_per_node(self) -> int:
+        return self.tasks_per_node or self.gpus_per_node or 1
+
+    @property
+    def world_size(self) -> int:
+        """Ranks of one run: nodes x tasks per node."""
+        return self.nodes * self.ranks_per_node
 
 
 class StudyConfig(_Strict):

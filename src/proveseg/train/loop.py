@@ -24,7 +24,7 @@ import torch.distributed as dist
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-from proveseg.checkpoint import load_checkpoint
+from proveseg.checkpoint import load_checkpoint, save_checkpoint
 from proveseg.config import ClassSetSpec, ConfigError, RunConfig, dump_config
 from proveseg.data.audit import CompositionMismatch
 from proveseg.data.classes import resolve_class_set
@@ -35,7 +35,7 @@ from proveseg.evaluate.runner import evaluate_model, load_split, write_results
 from proveseg.models import SegmentationModel, build_model
 from proveseg.rundir import RunDir, RunLock, RunLocked, code_version
 from proveseg.strategies import Strategy, parse_strategy
-from proveseg.train.state import ResumeRefused, TrainState, fingerprint
+from proveseg.train.state import ResumeRefused, TrainState, fingerprint, restore_rng, rng_state
 from proveseg.train.step import Diverged, StepLog, StepOptions, train_step
 
 __all__ = ["Diverged", "Preempted", "ResumeRefused", "RunLocked", "TrainResult", "resolve_class_set_in", "train"]
@@ -43,6 +43,8 @@ __all__ = ["Diverged", "Preempted", "ResumeRefused", "RunLocked", "TrainResult",
 
 class Preempted(RuntimeError):
     """Training stopped at a step boundary after SIGTERM/SIGUSR2 (or a requested stop); last.pt is saved."""
+
+    signum: int | None = None  # the signal that asked for the stop (None: a requested stop, or another rank's)
 
 
 @dataclass
@@ -224,6 +226,8 @@ def _prepare(cfg: RunConfig, run: RunDir, resume: bool, device: torch.device, ra
     _preflight_step(state, data)
     if resume and run.last.exists():
         state.resume(run.last, device)
+        if world > 1:
+            _resume_rank(session, state)
         if session.writer:
             run.truncate_log(state.iteration)
     if session.writer:
@@ -241,10 +245,11 @@ class _StopSignals:
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum: int | None = None
         self.previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = True
+        self.requested, self.signum = True, signum
 
     def __enter__(self) -> _StopSignals:
         for s in (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT):  # Ctrl-C too: last.pt, not a traceback
@@ -291,14 +296,45 @@ def _train(session: Session, state: TrainState, stop_after: int | None, progress
             it = state.iteration
             if session.val_records is not None and (it % tc.eval_interval == 0 or it == tc.max_iters):
                 stopped_early = _validate(session, state)
-            if (it % tc.checkpoint_interval == 0 or it == tc.max_iters or stopped_early) and session.writer:
-                state.save(run.last)
-            if not stopped_early and (stop.requested or (stop_after is not None and it >= stop_after)):
+            if it % tc.checkpoint_interval == 0 or it == tc.max_iters or stopped_early:
+                _save_last(session, state)
+            if not stopped_early and (_any_rank(session, stop.requested) or (stop_after is not None and
+                                                                             it >= stop_after)):
+                _save_last(session, state)
                 if session.writer:
-                    state.save(run.last)
                     run.set_status("failed", f"preempted at iteration {it}: last.pt saved, resume with --resume")
-                raise Preempted(f"stopped at iteration {it}; resume with --resume")
+                preempted = Preempted(f"stopped at iteration {it}; resume with --resume")
+                preempted.signum = stop.signum
+                raise preempted
     return _finish(session, state, stopped_early)
+
+
+def _save_last(session: Session, state: TrainState) -> None:
+    """Rank 0 writes ``last.pt``; under DDP it also holds every rank's audit and RNG, so each rank resumes its own
+    (every rank calls this: the gather is collective)."""
+    ranks: list[Any] = []
+    if session.world > 1:
+        ranks = [None] * session.world
+        dist.all_gather_object(ranks, {"audit": state.audit.state_dict(), "rng": rng_state()})
+    if session.writer:
+        save_checkpoint(session.run.last, {**state.state_dict(), **({"ranks": ranks} if ranks else {})})
+
+
+def _resume_rank(session: Session, state: TrainState) -> None:
+    """Under DDP: this rank's own audit and RNG from ``last.pt`` (``state.resume`` restored rank 0's)."""
+    ranks = load_checkpoint(session.run.last, torch.device("cpu")).get("ranks")
+    if isinstance(ranks, list) and len(ranks) == session.world:
+        state.audit.load_state_dict(ranks[session.rank]["audit"])
+        restore_rng(ranks[session.rank]["rng"])
+
+
+def _any_rank(session: Session, flag: bool) -> bool:
+    """True on every rank when it is on one: all ranks stop after the same step (a signal reaches them apart)."""
+    if session.world == 1:
+        return flag
+    tensor = torch.tensor([int(flag)], device=session.device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
 
 
 def _evaluate(session: Session, model: SegmentationModel) -> dict[str, Any]:
