@@ -38,10 +38,13 @@ class ModelEntry:
     imagenet: bool = True  # whether ``encoder_weights: imagenet`` exists for it
 
 
-def _smp(arch: str, encoder: str, min_batch_per_rank: int = 1, **kwargs: object) -> ModelEntry:
+def _smp(arch: str, encoder: str, min_batch_per_rank: int = 1, dilated_stride: int | None = None,
+         **kwargs: object) -> ModelEntry:
     def build(num_classes: int, encoder_weights: str | None) -> nn.Module:
         model = smp.create_model(arch, encoder_name=encoder, encoder_weights=encoder_weights, classes=num_classes,
                                  **kwargs)
+        if dilated_stride is not None:  # the papers' "-D8" backbones: dilated last stages, output stride 8
+            model.encoder.make_dilated(dilated_stride)
         depth = getattr(model.encoder, "_depth", 5)  # an architecture's default depth too (PSPNet: 3)
         if isinstance(depth, int) and encoder.startswith("resnet"):
             # smp keeps the ResNet stages past encoder_depth although forward never runs them; drop them so
@@ -65,7 +68,9 @@ def _mask2former(backbone: str) -> ModelEntry:
 
 
 MODELS: dict[str, ModelEntry] = {
-    "pspnet_r50": _smp("pspnet", "resnet50"),
+    # PSPNet as published (and as MMSegmentation's pspnet_r50-d8): all four ResNet-50 stages, dilated to output
+    # stride 8 (smp's default keeps two stages and 1/8 of the parameters)
+    "pspnet_r50": _smp("pspnet", "resnet50", encoder_depth=5, upsampling=8, dilated_stride=8),
     "deeplabv3plus_r50": _smp("deeplabv3plus", "resnet50", min_batch_per_rank=2),
     "segformer_mit-b3": _smp("segformer", "mit_b3"),
     "segnext_mscan-t": _segnext("t"),
