@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, default_collate
 
 from proveseg.config import DataConfig, GeneratedSourceConfig
@@ -79,12 +80,21 @@ class TrainingData:
             "skipped": self.skipped,
         }
 
-    def loader(self, start: int, stop: int, rank: int = 0, num_workers: int | None = None) -> DataLoader:
-        """DataLoader over batches ``start..stop-1`` of the plan for ``rank``."""
-        workers = self.config.num_workers if num_workers is None else num_workers
+    def loader(self, start: int, stop: int, rank: int = 0, num_workers: int | None = None,
+               pin_memory: bool | None = None) -> DataLoader:
+        """DataLoader over batches ``start..stop-1`` of the plan for ``rank``.
+
+        Images arrive uint8 (the consumer normalises on its device, see ``to_model_input``).
+        ``pin_memory`` None follows ``data.pin_memory`` (auto: pinned when CUDA is available).
+        """
+        cfg = self.config
+        workers = cfg.num_workers if num_workers is None else num_workers
+        if pin_memory is None:
+            pin_memory = cfg.pin_memory == "on" or (cfg.pin_memory == "auto" and torch.cuda.is_available())
         sampler = PlanBatchSampler(self.spec, start, stop, rank)
         return DataLoader(self.dataset, batch_sampler=sampler, num_workers=workers, collate_fn=default_collate,
-                          persistent_workers=False)
+                          pin_memory=pin_memory, persistent_workers=workers > 0,
+                          prefetch_factor=cfg.prefetch_factor if workers > 0 else None)
 
 
 def manifest_failure(report: ManifestReport) -> str:
@@ -216,7 +226,8 @@ def build_training_data(cfg: DataConfig, world_size: int = 1) -> TrainingData:
     records = RecordTable.concat(gathered.tables)
     preflight_labels(records, class_set)
     t = cfg.transforms
-    transform = TransformSpec(resize=t.resize, scale=t.scale, crop=t.crop, hflip=t.hflip, jitter=t.jitter)
+    transform = TransformSpec(resize=t.resize, scale=t.scale, crop=t.crop, hflip=t.hflip, jitter=t.jitter,
+                              to_float=False)
     dataset = SegmentationDataset(records, class_set, transform, cfg.seed)
     return TrainingData(cfg, class_set, records, spec, dataset, gathered.members, gathered.hashes,
                         gathered.validation, gathered.skipped)

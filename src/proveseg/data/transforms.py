@@ -3,6 +3,11 @@
 Random parameters come from a numpy generator keyed by (seed, sample id, pass), never from the
 global torch RNG, so a sample looks the same whichever worker loads it and after a resume.
 Masks are resized with nearest neighbour and padded with the ignore value.
+
+Every transform runs on uint8 pixels. The training loader and evaluation leave images uint8
+(``TransformSpec(to_float=False)``): a quarter of the bytes through worker IPC, collation and the
+host-to-device copy; :func:`to_model_input` then converts and normalises on the device with the
+same operations, so the model sees the same numbers either way.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from torchvision.transforms.v2 import functional as F
 
 from proveseg.data.classes import IGNORE_INDEX
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TransformSpec", "apply_transforms", "denormalize"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TransformSpec", "apply_transforms", "denormalize", "to_model_input"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -33,11 +38,15 @@ class TransformSpec:
     hflip: bool = False
     jitter: float = 0.0  # photometric strength: brightness/contrast/saturation +-jitter, hue +-jitter/5
     normalize: bool = True  # ImageNet mean/std
+    to_float: bool = True  # False: image and mask stay uint8; the consumer calls to_model_input on its device
 
 
 def apply_transforms(image: torch.Tensor, mask: np.ndarray, spec: TransformSpec,
                      rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """(3, H, W) uint8 image and (H, W) uint8 mask -> float (3, h, w) image and long (h, w) mask."""
+    """(3, H, W) uint8 image and (H, W) uint8 mask -> float (3, h, w) image and long (h, w) mask.
+
+    With ``spec.to_float`` off: uint8 (3, h, w) image and uint8 (h, w) mask.
+    """
     img = tv_tensors.Image(image)
     msk = tv_tensors.Mask(torch.from_numpy(mask)[None])
     if spec.resize is not None:
@@ -67,14 +76,23 @@ def apply_transforms(image: torch.Tensor, mask: np.ndarray, spec: TransformSpec,
         img = F.adjust_contrast(img, float(rng.uniform(1 - j, 1 + j)))
         img = F.adjust_saturation(img, float(rng.uniform(1 - j, 1 + j)))
         img = F.adjust_hue(img, float(rng.uniform(-j / 5, j / 5)))
-    out = F.to_dtype(img, torch.float32, scale=True)
-    if spec.normalize:
+    if not spec.to_float:
+        return img.as_subclass(torch.Tensor), msk[0].as_subclass(torch.Tensor)
+    return to_model_input(img.as_subclass(torch.Tensor), spec.normalize), msk[0].as_subclass(torch.Tensor).long()
+
+
+def to_model_input(images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    """uint8 images (..., 3, H, W) -> float32 in [0, 1], ImageNet-normalised when ``normalize``; on their device."""
+    out = F.to_dtype(images, torch.float32, scale=True)
+    if normalize:
         out = F.normalize(out, list(IMAGENET_MEAN), list(IMAGENET_STD))
-    return out.as_subclass(torch.Tensor), msk[0].as_subclass(torch.Tensor).long()
+    return out
 
 
 def denormalize(image: torch.Tensor, normalized: bool = True) -> np.ndarray:
-    """Model input (3, H, W) back to uint8 (H, W, 3) for viewing."""
+    """Model input (3, H, W) back to uint8 (H, W, 3) for viewing; a uint8 image is already that."""
+    if image.dtype == torch.uint8:
+        return image.detach().cpu().permute(1, 2, 0).numpy()
     x = image.detach().float().cpu()
     if normalized:
         x = x * torch.tensor(IMAGENET_STD)[:, None, None] + torch.tensor(IMAGENET_MEAN)[:, None, None]
