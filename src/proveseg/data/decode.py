@@ -23,6 +23,7 @@ from functools import cache
 from types import ModuleType
 
 import numpy as np
+import pyarrow as pa
 import torch
 from PIL import Image, ImageOps
 
@@ -219,7 +220,11 @@ def image_size(path: str, exif: bool = True) -> tuple[int, int]:
 def _label_pixels(im: Image.Image) -> np.ndarray:
     if im.mode in ("RGB", "RGBA"):
         return np.asarray(im.convert("RGB"))
-    if im.mode in ("P", "L", *_WIDE_MODES[:-1]):
+    if im.mode in ("P", "L"):
+        # Pillow's Arrow export is zero-copy; np.array(im) goes through tobytes(), 3x the decode itself
+        flat = pa.array(im).to_numpy(zero_copy_only=True)
+        return np.array(flat.reshape(im.height, im.width))
+    if im.mode in _WIDE_MODES[:-1]:
         return np.array(im)
     return np.empty((0, 0), np.uint8)  # refused below, outside the decoding guard
 

@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, default_collate
+from torch.utils.data import DataLoader
 
 from proveseg.config import DataConfig, GeneratedSourceConfig
 from proveseg.data.classes import ClassSet, resolve_class_set
+from proveseg.data.collate import collate_samples
 from proveseg.data.dataset import SegmentationDataset
 from proveseg.data.manifest import ManifestError, ManifestReport, validate_manifest
 from proveseg.data.plan import BatchPlanSpec, Group, Member, cumulative_counts
@@ -92,7 +93,7 @@ class TrainingData:
         if pin_memory is None:
             pin_memory = cfg.pin_memory == "on" or (cfg.pin_memory == "auto" and torch.cuda.is_available())
         sampler = PlanBatchSampler(self.spec, start, stop, rank)
-        return DataLoader(self.dataset, batch_sampler=sampler, num_workers=workers, collate_fn=default_collate,
+        return DataLoader(self.dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate_samples,
                           pin_memory=pin_memory, persistent_workers=workers > 0,
                           prefetch_factor=cfg.prefetch_factor if workers > 0 else None)
 

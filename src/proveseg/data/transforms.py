@@ -81,8 +81,15 @@ def apply_transforms(image: torch.Tensor, mask: np.ndarray, spec: TransformSpec,
     return to_model_input(img.as_subclass(torch.Tensor), spec.normalize), msk[0].as_subclass(torch.Tensor).long()
 
 
-def to_model_input(images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-    """uint8 images (..., 3, H, W) -> float32 in [0, 1], ImageNet-normalised when ``normalize``; on their device."""
+def to_model_input(images: torch.Tensor, normalize: bool = True,
+                   memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """uint8 images (..., 3, H, W) -> float32 in [0, 1], ImageNet-normalised when ``normalize``; on their device.
+
+    The result is laid out in ``memory_format`` (a batch, (N, 3, H, W), may be channels-last), arranged
+    while still uint8, the cheapest point to move bytes.
+    """
+    if images.dim() == 4 or memory_format == torch.contiguous_format:
+        images = images.contiguous(memory_format=memory_format)
     out = F.to_dtype(images, torch.float32, scale=True)
     if normalize:
         out = F.normalize(out, list(IMAGENET_MEAN), list(IMAGENET_STD))

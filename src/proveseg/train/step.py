@@ -82,10 +82,10 @@ def _inputs(state: TrainState, batch: dict[str, Any], opts: StepOptions, micro_i
             ) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor | None, dict[str, Any]]:
     """(images, labeled masks, number labeled, pseudo-label targets or None, self-training stats)."""
     images = batch["image"].to(opts.device, non_blocking=True)
+    layout = torch.channels_last if opts.channels_last else torch.contiguous_format
     if images.dtype == torch.uint8:  # the loader ships uint8 pixels; convert and normalise where the model runs
-        images = to_model_input(images)
-    if opts.channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
+        images = to_model_input(images, memory_format=layout)
+    images = images.contiguous(memory_format=layout)
     masks = batch["mask"].to(opts.device, non_blocking=True).long()
     sv = state.train_cfg.strong_view
     if sv is not None:  # the strong-augmentation control: as many labeled images as ST has unlabeled ones
