@@ -36,7 +36,7 @@ def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """A batch of dataset samples; same-size uint8 images are stacked channels-last (see the module docstring)."""
     images = [s["image"] for s in samples]
     if not images or images[0].dtype != torch.uint8 or any(i.shape != images[0].shape for i in images):
-        return default_collate(samples)  # type: ignore[no-any-return]
+        return default_collate(list(samples))
     batch: dict[str, Any] = default_collate([{k: v for k, v in s.items() if k != "image"} for s in samples])
     batch["image"] = _stack_channels_last(images)
     return batch
