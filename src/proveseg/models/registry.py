@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import segmentation_models_pytorch as smp
 from torch import nn
 
 from proveseg.config import LossConfig
@@ -31,6 +30,8 @@ class ModelEntry:
 
 def _smp(arch: str, encoder: str, **kwargs: object) -> ModelEntry:
     def build(num_classes: int, encoder_weights: str | None) -> nn.Module:
+        import segmentation_models_pytorch as smp  # seconds of timm/torchvision imports: paid by building a model
+
         model = smp.create_model(arch, encoder_name=encoder, encoder_weights=encoder_weights, classes=num_classes,
                                  **kwargs)
         depth = kwargs.get("encoder_depth")
