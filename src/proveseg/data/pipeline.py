@@ -6,7 +6,9 @@ the trainer all consume the same code path.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -82,20 +84,27 @@ class TrainingData:
         }
 
     def loader(self, start: int, stop: int, rank: int = 0, num_workers: int | None = None,
-               pin_memory: bool | None = None) -> DataLoader:
-        """DataLoader over batches ``start..stop-1`` of the plan for ``rank``.
+               pin_memory: bool | None = None, device: torch.device | None = None) -> Iterable[dict[str, Any]]:
+        """Batches ``start..stop-1`` of the plan for ``rank`` (a DataLoader).
 
         Images arrive uint8 (the consumer normalises on its device, see ``to_model_input``).
-        ``pin_memory`` None follows ``data.pin_memory`` (auto: pinned when CUDA is available).
+        ``pin_memory`` None follows ``data.pin_memory`` (auto: pinned when CUDA is available). With
+        ``data.decode_device: cuda`` and a CUDA ``device``, JPEGs are decoded there (``gpudecode``).
         """
         cfg = self.config
         workers = cfg.num_workers if num_workers is None else num_workers
         if pin_memory is None:
             pin_memory = cfg.pin_memory == "on" or (cfg.pin_memory == "auto" and torch.cuda.is_available())
         sampler = PlanBatchSampler(self.spec, start, stop, rank)
-        return DataLoader(self.dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate_samples,
-                          pin_memory=pin_memory, persistent_workers=workers > 0,
-                          prefetch_factor=cfg.prefetch_factor if workers > 0 else None)
+        options: dict[str, Any] = {"batch_sampler": sampler, "num_workers": workers, "pin_memory": pin_memory,
+                                   "persistent_workers": workers > 0,
+                                   "prefetch_factor": cfg.prefetch_factor if workers > 0 else None}
+        if cfg.decode_device == "cuda" and device is not None and device.type == "cuda":
+            from proveseg.data.gpudecode import DeviceDecodedLoader, EncodedDataset, collate_encoded
+
+            loader = DataLoader(EncodedDataset(self.dataset), collate_fn=collate_encoded, **options)
+            return DeviceDecodedLoader(loader, self.dataset.transform, self.dataset.seed, device)
+        return DataLoader(self.dataset, collate_fn=collate_samples, **options)
 
 
 def manifest_failure(report: ManifestReport) -> str:

@@ -41,14 +41,14 @@ class TransformSpec:
     to_float: bool = True  # False: image and mask stay uint8; the consumer calls to_model_input on its device
 
 
-def apply_transforms(image: torch.Tensor, mask: np.ndarray, spec: TransformSpec,
+def apply_transforms(image: torch.Tensor, mask: np.ndarray | torch.Tensor, spec: TransformSpec,
                      rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """(3, H, W) uint8 image and (H, W) uint8 mask -> float (3, h, w) image and long (h, w) mask.
 
     With ``spec.to_float`` off: uint8 (3, h, w) image and uint8 (h, w) mask.
     """
     img = tv_tensors.Image(image)
-    msk = tv_tensors.Mask(torch.from_numpy(mask)[None])
+    msk = tv_tensors.Mask((torch.from_numpy(mask) if isinstance(mask, np.ndarray) else mask)[None])
     if spec.resize is not None:
         img = F.resize(img, list(spec.resize), interpolation=InterpolationMode.BILINEAR, antialias=True)
         msk = F.resize(msk, list(spec.resize), interpolation=InterpolationMode.NEAREST)

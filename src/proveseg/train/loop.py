@@ -280,7 +280,8 @@ class _StepLogger:
 def _train(session: Session, state: TrainState, stop_after: int | None, progress: bool) -> TrainResult:
     tc, run = session.cfg.train, session.run
     opts = StepOptions.from_config(tc, session.device)
-    batches = iter(session.data.loader(state.iteration * opts.accum, tc.max_iters * opts.accum, session.rank))
+    batches = iter(session.data.loader(state.iteration * opts.accum, tc.max_iters * opts.accum, session.rank,
+                                       device=session.device))
     logger = _StepLogger(session, state.iteration, progress)
     stopped_early = False
     with _StopSignals() as stop, logger.bar:
