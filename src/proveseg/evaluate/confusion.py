@@ -32,6 +32,8 @@ def confusion_matrix_torch(label: torch.Tensor, pred: torch.Tensor, num_classes:
     narrow = label.dtype == torch.uint8 and (IGNORE_INDEX + 1) * c <= torch.iinfo(torch.int16).max
     code = torch.empty(label.shape, dtype=torch.int16 if narrow else torch.int32, device=label.device)
     if not label.is_floating_point() and not pred.is_floating_point():
+        if pred.dtype.itemsize < code.dtype.itemsize:  # uint8 + uint8 * C would be computed (and wrap) in uint8
+            pred = pred.to(code.dtype)
         torch.add(pred, label, alpha=c, out=code)
     else:
         raise ValueError(f"labels ({label.dtype}) and predictions ({pred.dtype}) must be integer class ids")
