@@ -147,6 +147,9 @@ class DataConfig(_Strict):
     batch_size: int = Field(8, ge=1)
     seed: int = 0
     num_workers: int = Field(0, ge=0)
+    prefetch_factor: int = Field(2, ge=1)  # batches each loader worker prepares ahead
+    pin_memory: Literal["auto", "on", "off"] = "auto"  # auto: pinned when the run trains on CUDA
+    decode_device: Literal["cpu", "cuda"] = "cpu"  # cuda: JPEG images decoded by nvJPEG on the training GPU
     transforms: TransformConfig = TransformConfig()
 
     @model_validator(mode="after")
@@ -286,8 +289,8 @@ class TrainConfig(_Strict):
     ema: EMAConfig | None = None
     selftrain: SelfTrainConfig | None = None  # needs data.unlabeled and data.unlabeled_share > 0
     strong_view: StrongViewConfig | None = None  # labeled batches get the strong view too (a std_* control)
-    amp: Literal["none", "bf16", "fp16"] = "none"  # CUDA only
-    channels_last: bool = False  # CUDA only
+    amp: Literal["none", "bf16", "fp16"] = "none"  # bf16 on CUDA or CPU; fp16 (with a loss scaler) CUDA only
+    channels_last: bool = False
     compile: bool = False
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")  # auto | cpu | cuda | cuda:N
     seed: int = 0  # model initialisation and torch RNG

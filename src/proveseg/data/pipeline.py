@@ -6,13 +6,17 @@ the trainer all consume the same code path.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
-from torch.utils.data import DataLoader, default_collate
+import torch
+from torch.utils.data import DataLoader
 
 from proveseg.config import DataConfig, GeneratedSourceConfig
 from proveseg.data.classes import ClassSet, resolve_class_set
+from proveseg.data.collate import collate_samples
 from proveseg.data.dataset import SegmentationDataset
 from proveseg.data.labelmap import check_label_map_targets
 from proveseg.data.manifest import ManifestError, ManifestReport, validate_manifest
@@ -80,12 +84,28 @@ class TrainingData:
             "skipped": self.skipped,
         }
 
-    def loader(self, start: int, stop: int, rank: int = 0, num_workers: int | None = None) -> DataLoader:
-        """DataLoader over batches ``start..stop-1`` of the plan for ``rank``."""
-        workers = self.config.num_workers if num_workers is None else num_workers
+    def loader(self, start: int, stop: int, rank: int = 0, num_workers: int | None = None,
+               pin_memory: bool | None = None, device: torch.device | None = None) -> Iterable[dict[str, Any]]:
+        """Batches ``start..stop-1`` of the plan for ``rank`` (a DataLoader).
+
+        Images arrive uint8 (the consumer normalises on its device, see ``to_model_input``).
+        ``pin_memory`` None follows ``data.pin_memory`` (auto: pinned when CUDA is available). With
+        ``data.decode_device: cuda`` and a CUDA ``device``, JPEGs are decoded there (``gpudecode``).
+        """
+        cfg = self.config
+        workers = cfg.num_workers if num_workers is None else num_workers
+        if pin_memory is None:
+            pin_memory = cfg.pin_memory == "on" or (cfg.pin_memory == "auto" and torch.cuda.is_available())
         sampler = PlanBatchSampler(self.spec, start, stop, rank)
-        return DataLoader(self.dataset, batch_sampler=sampler, num_workers=workers, collate_fn=default_collate,
-                          persistent_workers=False)
+        options: dict[str, Any] = {"batch_sampler": sampler, "num_workers": workers, "pin_memory": pin_memory,
+                                   "persistent_workers": workers > 0,
+                                   "prefetch_factor": cfg.prefetch_factor if workers > 0 else None}
+        if cfg.decode_device == "cuda" and device is not None and device.type == "cuda":
+            from proveseg.data.gpudecode import DeviceDecodedLoader, EncodedDataset, collate_encoded
+
+            loader = DataLoader(EncodedDataset(self.dataset), collate_fn=collate_encoded, **options)
+            return DeviceDecodedLoader(loader, self.dataset.transform, self.dataset.seed, device)
+        return DataLoader(self.dataset, collate_fn=collate_samples, **options)
 
 
 def manifest_failure(report: ManifestReport) -> str:
@@ -235,7 +255,8 @@ def build_training_data(cfg: DataConfig, world_size: int = 1) -> TrainingData:
     records = RecordTable.concat(gathered.tables)
     preflight_labels(records, class_set)
     t = cfg.transforms
-    transform = TransformSpec(resize=t.resize, scale=t.scale, crop=t.crop, hflip=t.hflip, jitter=t.jitter)
+    transform = TransformSpec(resize=t.resize, scale=t.scale, crop=t.crop, hflip=t.hflip, jitter=t.jitter,
+                              to_float=False)
     dataset = SegmentationDataset(records, class_set, transform, cfg.seed)
     return TrainingData(cfg, class_set, records, spec, dataset, gathered.members, gathered.hashes,
                         gathered.validation, gathered.skipped)

@@ -114,7 +114,11 @@ def _shares(spec: BatchPlanSpec) -> list[Fraction]:
 
 
 def cumulative_counts(spec: BatchPlanSpec, batches: np.ndarray) -> np.ndarray:
-    """Per-rank samples of each group in batches ``0..b-1`` for each ``b`` in ``batches``: (len, G)."""
+    """Per-rank samples of each group in batches ``0..b-1`` for each ``b`` in ``batches``: (len, G).
+
+    O(1) per batch for any number of groups: the closed form for one or two groups, one period of
+    the error diffusion (cached per shares and batch size) for three or more.
+    """
     b = np.asarray(batches, dtype=np.int64)
     shares = _shares(spec)
     size = spec.batch_size
@@ -122,23 +126,73 @@ def cumulative_counts(spec: BatchPlanSpec, batches: np.ndarray) -> np.ndarray:
         first = (b * size * shares[0].numerator) // shares[0].denominator
         cols = [first] if len(shares) == 1 else [first, b * size - first]
         return np.stack(cols, axis=1)
-    # Three or more groups: each batch gives every group floor(B s) and hands the remaining slots
-    # to the groups furthest behind their target (largest deficit first, ties to the first group).
-    stop = int(b.max(initial=0))
+    table = _diffusion_period(tuple(shares), size)
+    if table is None:  # a period too long to tabulate: replay from batch 0 (never seen for real shares)
+        return _diffusion_replay(tuple(shares), size, int(b.max(initial=0)))[b]
+    period = len(table) - 1
+    turns, rest = np.divmod(b, period)
+    return turns[:, None] * table[-1] + table[rest]
+
+
+_MAX_PERIOD = 1 << 22  # rows of the cached table; shares with denominators up to 10**6 (x B) stay below
+
+
+def _diffusion_setup(shares: tuple[Fraction, ...], size: int) -> tuple[list[int], list[int], int, int]:
+    """(floor of each group's exact count, its fractional part in units of 1/denom, denom, extra slots)."""
     exact = [s * size for s in shares]
-    base = np.array([int(e) for e in exact], dtype=np.int64)
+    base = [int(e) for e in exact]
     denom = int(np.lcm.reduce([e.denominator for e in exact]))
-    frac = np.array([int((e - int(e)) * denom) for e in exact], dtype=np.int64)
-    extra = int(size - base.sum())
+    frac = [int((e - int(e)) * denom) for e in exact]
+    return base, frac, denom, size - sum(base)
+
+
+def _diffusion_steps(frac: list[int], denom: int, extra: int, steps: int) -> Iterator[tuple[list[int], list[int]]]:
+    """Each batch's groups that get an extra slot, and the deficits after it.
+
+    Each batch gives every group floor(B s) and hands the remaining slots to the groups furthest
+    behind their target (largest deficit first, ties to the first group).
+    """
+    deficit = [0] * len(frac)
+    order = range(len(frac))
+    for _ in range(steps):
+        deficit = [d + f for d, f in zip(deficit, frac, strict=True)]
+        chosen = sorted(order, key=lambda g: -deficit[g])[:extra]  # sorted is stable: ties to the first group
+        for g in chosen:
+            deficit[g] -= denom
+        yield chosen, deficit
+
+
+def _diffusion_replay(shares: tuple[Fraction, ...], size: int, stop: int) -> np.ndarray:
+    """Cumulative counts of batches 0..stop, replayed step by step: (stop + 1, G)."""
+    base, frac, denom, extra = _diffusion_setup(shares, size)
     cum = np.zeros((stop + 1, len(shares)), dtype=np.int64)
-    deficit = np.zeros(len(shares), dtype=np.int64)
-    for i in range(stop):
-        deficit += frac
-        chosen = np.argsort(-deficit, kind="stable")[:extra]
-        deficit[chosen] -= denom
-        cum[i + 1] = cum[i] + base
-        cum[i + 1, chosen] += 1
-    return cum[b]
+    extras = np.zeros((stop + 1, len(shares)), dtype=np.int64)
+    for i, (chosen, _) in enumerate(_diffusion_steps(frac, denom, extra, stop)):
+        extras[i + 1, chosen] = 1
+    cum[:] = np.arange(stop + 1)[:, None] * np.asarray(base, np.int64) + np.cumsum(extras, axis=0)
+    return cum
+
+
+@lru_cache(maxsize=32)
+def _diffusion_period(shares: tuple[Fraction, ...], size: int) -> np.ndarray | None:
+    """Cumulative counts over one period of the error diffusion, (P + 1, G), or None beyond ``_MAX_PERIOD``.
+
+    The diffusion is deterministic in its integer deficits, which start at zero; the first batch
+    after which they are all zero again ends a period (it is ``denom`` batches in practice), and
+    every later batch repeats it, so batch ``k`` costs a table lookup whatever ``k`` is.
+    """
+    base, frac, denom, extra = _diffusion_setup(shares, size)
+    rows = [[0] * len(shares)]
+    for chosen, deficit in _diffusion_steps(frac, denom, extra, min(denom, _MAX_PERIOD) * 4):
+        row = [c + b for c, b in zip(rows[-1], base, strict=True)]
+        for g in chosen:
+            row[g] += 1
+        rows.append(row)
+        if not any(deficit):
+            return np.asarray(rows, dtype=np.int64)
+        if len(rows) > _MAX_PERIOD:
+            return None
+    return None
 
 
 def group_counts(spec: BatchPlanSpec, start: int, stop: int) -> np.ndarray:

@@ -27,7 +27,10 @@ class PlanBatchSampler(Sampler[list[tuple[int, int]]]):
         return self.stop - self.start
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        size = self.spec.batch_size
         for planned in iter_plan(self.spec, self.start, self.stop, self.chunk):
-            ids, passes = planned.ids[:, self.rank].tolist(), planned.passes[:, self.rank].tolist()
-            for batch_ids, batch_passes in zip(ids, passes, strict=True):
-                yield list(zip(batch_ids, batch_passes, strict=True))
+            # keys for the whole chunk in one C-level zip; each batch is then a slice (no per-batch zip)
+            keys = list(zip(planned.ids[:, self.rank].ravel().tolist(), planned.passes[:, self.rank].ravel().tolist(),
+                            strict=True))
+            for lo in range(0, len(keys), size):
+                yield keys[lo:lo + size]

@@ -5,6 +5,11 @@ global torch RNG, so a sample looks the same whichever worker loads it and after
 Masks are resized with nearest neighbour and padded with the ignore value. Several views of one
 sample (a pair) can share one geometry (:func:`apply_shared_transforms`); a single view draws its
 parameters in the same order either way, so adding a pair never changes the first view.
+
+Every transform runs on uint8 pixels. The training loader and evaluation leave images uint8
+(``TransformSpec(to_float=False)``): a quarter of the bytes through worker IPC, collation and the
+host-to-device copy; :func:`to_model_input` then converts and normalises on the device with the
+same operations, so the model sees the same numbers either way.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from torchvision.transforms.v2 import functional as F
 from proveseg.data.classes import IGNORE_INDEX
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TransformSpec", "apply_shared_transforms", "apply_transforms",
-           "denormalize"]
+           "denormalize", "to_model_input"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -36,16 +41,20 @@ class TransformSpec:
     hflip: bool = False
     jitter: float = 0.0  # photometric strength: brightness/contrast/saturation +-jitter, hue +-jitter/5
     normalize: bool = True  # ImageNet mean/std
+    to_float: bool = True  # False: image and mask stay uint8; the consumer calls to_model_input on its device
 
 
-def apply_transforms(image: torch.Tensor, mask: np.ndarray, spec: TransformSpec,
+def apply_transforms(image: torch.Tensor, mask: np.ndarray | torch.Tensor, spec: TransformSpec,
                      rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """(3, H, W) uint8 image and (H, W) uint8 mask -> float (3, h, w) image and long (h, w) mask."""
+    """(3, H, W) uint8 image and (H, W) uint8 mask -> float (3, h, w) image and long (h, w) mask.
+
+    With ``spec.to_float`` off: uint8 (3, h, w) image and uint8 (h, w) mask.
+    """
     (img, msk), = apply_shared_transforms([(image, mask)], spec, rng)
     return img, msk
 
 
-def apply_shared_transforms(views: list[tuple[torch.Tensor, np.ndarray]], spec: TransformSpec,
+def apply_shared_transforms(views: list[tuple[torch.Tensor, np.ndarray | torch.Tensor]], spec: TransformSpec,
                             rng: np.random.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Transform (image, mask) views of one sample under the same geometry: one resize, scale, crop and flip.
 
@@ -57,7 +66,9 @@ def apply_shared_transforms(views: list[tuple[torch.Tensor, np.ndarray]], spec: 
     sizes = {tuple(image.shape[-2:]) for image, _ in views}
     if len(sizes) != 1:
         raise ValueError(f"views of different sizes {sorted(sizes)} cannot share one geometry")
-    pairs = [(tv_tensors.Image(image), tv_tensors.Mask(torch.from_numpy(mask)[None])) for image, mask in views]
+    pairs = [(tv_tensors.Image(image),
+              tv_tensors.Mask((torch.from_numpy(mask) if isinstance(mask, np.ndarray) else mask)[None]))
+             for image, mask in views]
     if spec.resize is not None:
         pairs = [_resize(img, msk, list(spec.resize)) for img, msk in pairs]
     if spec.scale is not None:
@@ -76,7 +87,12 @@ def apply_shared_transforms(views: list[tuple[torch.Tensor, np.ndarray]], spec: 
         pairs = [(F.crop(img, top, left, ch, cw), F.crop(msk, top, left, ch, cw)) for img, msk in pairs]
     if spec.hflip and rng.random() < 0.5:
         pairs = [(F.horizontal_flip(img), F.horizontal_flip(msk)) for img, msk in pairs]
-    return [(_photometric(img, spec, rng), msk[0].as_subclass(torch.Tensor).long()) for img, msk in pairs]
+    return [(_photometric(img, spec, rng), _mask_out(msk, spec)) for img, msk in pairs]
+
+
+def _mask_out(msk: torch.Tensor, spec: TransformSpec) -> torch.Tensor:
+    out = msk[0].as_subclass(torch.Tensor)
+    return out.long() if spec.to_float else out
 
 
 def _resize(img: torch.Tensor, msk: torch.Tensor, size: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,14 +108,30 @@ def _photometric(img: torch.Tensor, spec: TransformSpec, rng: np.random.Generato
         img = F.adjust_contrast(img, float(rng.uniform(1 - j, 1 + j)))
         img = F.adjust_saturation(img, float(rng.uniform(1 - j, 1 + j)))
         img = F.adjust_hue(img, float(rng.uniform(-j / 5, j / 5)))
-    out = F.to_dtype(img, torch.float32, scale=True)
-    if spec.normalize:
+    if not spec.to_float:
+        return img.as_subclass(torch.Tensor)
+    return to_model_input(img.as_subclass(torch.Tensor), spec.normalize)
+
+
+def to_model_input(images: torch.Tensor, normalize: bool = True,
+                   memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """uint8 images (..., 3, H, W) -> float32 in [0, 1], ImageNet-normalised when ``normalize``; on their device.
+
+    The result is laid out in ``memory_format`` (a batch, (N, 3, H, W), may be channels-last), arranged
+    while still uint8, the cheapest point to move bytes.
+    """
+    if images.dim() == 4 or memory_format == torch.contiguous_format:
+        images = images.contiguous(memory_format=memory_format)
+    out = F.to_dtype(images, torch.float32, scale=True)
+    if normalize:
         out = F.normalize(out, list(IMAGENET_MEAN), list(IMAGENET_STD))
-    return out.as_subclass(torch.Tensor)
+    return out
 
 
 def denormalize(image: torch.Tensor, normalized: bool = True) -> np.ndarray:
-    """Model input (3, H, W) back to uint8 (H, W, 3) for viewing."""
+    """Model input (3, H, W) back to uint8 (H, W, 3) for viewing; a uint8 image is already that."""
+    if image.dtype == torch.uint8:
+        return image.detach().cpu().permute(1, 2, 0).numpy()
     x = image.detach().float().cpu()
     if normalized:
         x = x * torch.tensor(IMAGENET_STD)[:, None, None] + torch.tensor(IMAGENET_MEAN)[:, None, None]

@@ -2,9 +2,11 @@
 
 With the ignore value (255) at or above C, ignored pixels land beyond the first C*C bins and are
 sliced off: no boolean mask and no flatten copy (../shared/DESIGN.md section 8). The code is
-computed by one fused ``pred.add(label, alpha=C)``. A label that is neither a class nor the
-ignore value lands in the bins between C*C and ignore*C and raises: nothing is dropped silently.
-Predictions must be class ids in [0, C) (an argmax always is).
+computed by one fused ``add(pred, label, alpha=C)`` written as int16 (uint8 labels) or int32. A
+label that is neither a class nor the ignore value lands in the bins between C*C and ignore*C, or
+beyond the ignore row, and raises: nothing is dropped silently.
+Predictions must be class ids in [0, C) (an argmax always is); labels wider than uint8 must stay
+below 2**31 / C (the int32 code).
 """
 
 from __future__ import annotations
@@ -25,13 +27,18 @@ def confusion_matrix_torch(label: torch.Tensor, pred: torch.Tensor, num_classes:
         raise ValueError(f"ignore value {ignore} must be >= the number of classes {c}")
     if label.shape != pred.shape:
         raise ValueError(f"label shape {tuple(label.shape)} != prediction shape {tuple(pred.shape)}")
-    if label.dtype not in (torch.int32, torch.int64):
-        label = label.to(torch.int32)
-    if pred.dtype != label.dtype:
-        pred = pred.to(label.dtype)
-    code = pred.add(label, alpha=c)
+    # The code is written straight into the narrowest dtype that holds it: one pass over the inputs,
+    # and bincount's own passes (min, max, count) read 2 or 4 bytes a pixel instead of 8.
+    narrow = label.dtype == torch.uint8 and (IGNORE_INDEX + 1) * c <= torch.iinfo(torch.int16).max
+    code = torch.empty(label.shape, dtype=torch.int16 if narrow else torch.int32, device=label.device)
+    if not label.is_floating_point() and not pred.is_floating_point():
+        if pred.dtype.itemsize < code.dtype.itemsize:  # uint8 + uint8 * C would be computed (and wrap) in uint8
+            pred = pred.to(code.dtype)
+        torch.add(pred, label, alpha=c, out=code)
+    else:
+        raise ValueError(f"labels ({label.dtype}) and predictions ({pred.dtype}) must be integer class ids")
     counts = torch.bincount(code.reshape(-1), minlength=ignore * c + c)
-    invalid = counts[c * c: ignore * c]
+    invalid = torch.cat([counts[c * c: ignore * c], counts[ignore * c + c:]])  # beyond: labels above ignore
     if invalid.any():
         raise ValueError(f"labels outside 0..{c - 1} and {ignore} in {int(invalid.sum())} pixels")
     return counts[: c * c].reshape(c, c)

@@ -17,7 +17,7 @@ from proveseg.config import EvalConfig
 from proveseg.data.classes import ClassSet
 from proveseg.data.dataset import SegmentationDataset
 from proveseg.data.records import RecordTable
-from proveseg.data.transforms import TransformSpec
+from proveseg.data.transforms import TransformSpec, to_model_input
 from proveseg.evaluate.confusion import confusion_matrix_torch
 from proveseg.evaluate.inference import InferenceSpec
 from proveseg.evaluate.metrics import summarize
@@ -48,13 +48,13 @@ def evaluate_model(model: SegmentationModel, records: RecordTable, class_set: Cl
                    device: torch.device | str = "cpu", num_workers: int = 0) -> EvalResult:
     """Per-image confusion matrices of ``model`` (an adapter) over ``records`` (accumulated on ``device``)."""
     spec = InferenceSpec(cfg.mode, cfg.crop, cfg.stride, cfg.flip)
-    dataset = SegmentationDataset(records, class_set, TransformSpec(hflip=False))
+    dataset = SegmentationDataset(records, class_set, TransformSpec(hflip=False, to_float=False))
     loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=default_collate)
     model = model.to(device).eval()
     matrices, domains, images = [], [], []
     for batch in loader:
-        pred = model.predict(batch["image"].to(device), spec).argmax(dim=1)
+        pred = model.predict(to_model_input(batch["image"].to(device)), spec).argmax(dim=1)
         mask = batch["mask"].to(device)
         for j in range(len(pred)):
             matrices.append(confusion_matrix_torch(mask[j], pred[j], class_set.num_classes).cpu())

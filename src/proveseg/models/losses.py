@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from segmentation_models_pytorch.losses import DiceLoss
 from torch import nn
 
 from proveseg.config import LossConfig
@@ -19,7 +18,11 @@ class SegmentationLoss(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.ce = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
-        self.dice = DiceLoss(mode="multiclass", ignore_index=IGNORE_INDEX) if cfg.dice_weight > 0 else None
+        self.dice: nn.Module | None = None
+        if cfg.dice_weight > 0:
+            from segmentation_models_pytorch.losses import DiceLoss  # smp (and timm) load only when Dice is used
+
+            self.dice = DiceLoss(mode="multiclass", ignore_index=IGNORE_INDEX)
 
     def forward(self, logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         if not (mask != IGNORE_INDEX).any():  # no labeled pixel (all ignore, or no labeled image): zero, not NaN

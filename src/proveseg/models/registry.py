@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import segmentation_models_pytorch as smp
 from torch import nn
 
 from proveseg.config import LossConfig
@@ -41,6 +40,8 @@ class ModelEntry:
 def _smp(arch: str, encoder: str, min_batch_per_rank: int = 1, dilated_stride: int | None = None,
          **kwargs: object) -> ModelEntry:
     def build(num_classes: int, encoder_weights: str | None) -> nn.Module:
+        import segmentation_models_pytorch as smp  # seconds of timm/torchvision imports: paid by building a model
+
         model = smp.create_model(arch, encoder_name=encoder, encoder_weights=encoder_weights, classes=num_classes,
                                  **kwargs)
         if dilated_stride is not None:  # the papers' "-D8" backbones: dilated last stages, output stride 8

@@ -139,9 +139,21 @@ def _check_config(cfg: RunConfig) -> Strategy:
     if st is not None and isinstance(st.threshold, dict) and max(st.threshold, default=0) >= classes:
         raise ConfigError(f"{cfg.name}: train.selftrain.threshold names class {max(st.threshold)}, but the class "
                           f"set has {classes} classes (ids 0..{classes - 1})")
+    _check_device(cfg)
+    return strategy
+
+
+def _check_device(cfg: RunConfig) -> None:
+    """Device-bound options that this machine (or this run's device) cannot honour, refused before training."""
     if cfg.train.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"{cfg.name}: train.device {cfg.train.device!r}, but no CUDA device is available here")
-    return strategy
+    device = _device(cfg.train.device)
+    if cfg.train.amp == "fp16" and device.type != "cuda":
+        raise ConfigError(f"{cfg.name}: train.amp fp16 needs a CUDA device (this run trains on {device.type}): "
+                          "use amp: bf16 or none")
+    if cfg.data.decode_device == "cuda" and device.type != "cuda":
+        raise ConfigError(f"{cfg.name}: data.decode_device cuda decodes JPEGs on the training GPU, but this run "
+                          f"trains on {device.type}: use decode_device: cpu")
 
 
 def _evaluation_sets(cfg: RunConfig, data: TrainingData) -> tuple[RecordTable | None, RecordTable | None]:
@@ -286,7 +298,8 @@ class _StepLogger:
 def _train(session: Session, state: TrainState, stop_after: int | None, progress: bool) -> TrainResult:
     tc, run = session.cfg.train, session.run
     opts = StepOptions.from_config(tc, session.device)
-    batches = iter(session.data.loader(state.iteration * opts.accum, tc.max_iters * opts.accum, session.rank))
+    batches = iter(session.data.loader(state.iteration * opts.accum, tc.max_iters * opts.accum, session.rank,
+                                       device=session.device))
     logger = _StepLogger(session, state.iteration, progress)
     stopped_early = False
     board = contextlib.closing(session.tensorboard) if session.tensorboard else contextlib.nullcontext()

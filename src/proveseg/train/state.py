@@ -120,7 +120,7 @@ class TrainState:
         torch.manual_seed(tc.seed)
         self.model: SegmentationModel = build_model(cfg.model.name, class_set.num_classes, cfg.model.encoder_weights,
                                                     tc.loss, cfg.model.weights).to(device)
-        if tc.channels_last and device.type == "cuda":
+        if tc.channels_last:
             self.model.network.to(memory_format=torch.channels_last)
         self.optimizer = _optimizer(self.model.network.parameters(), tc.optimizer)
         self.scheduler = make_scheduler(self.optimizer, tc.max_iters, tc.schedule, tc.optimizer.lr)

@@ -22,6 +22,7 @@ import torch.distributed as dist
 
 from proveseg.config import TrainConfig
 from proveseg.data.classes import IGNORE_INDEX
+from proveseg.data.transforms import to_model_input
 from proveseg.train.selftrain import strong_view
 from proveseg.train.state import TrainState
 
@@ -40,16 +41,26 @@ class StepOptions:
     accum: int = 1
     grad_clip: float | None = None
     channels_last: bool = False
-    amp_dtype: torch.dtype | None = None  # CUDA autocast dtype; None = full precision
+    amp_dtype: torch.dtype | None = None  # autocast dtype on the device; None = full precision
+    log_interval: int = 1  # train accuracy is measured only on the iterations the logger writes
+    max_iters: int = 0  # (the last one is always written)
 
     @classmethod
     def from_config(cls, tc: TrainConfig, device: torch.device) -> StepOptions:
-        cuda = device.type == "cuda"
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.amp) if cuda else None
-        return cls(device, tc.grad_accum, tc.grad_clip, tc.channels_last and cuda, dtype)
+        if tc.amp == "fp16" and device.type != "cuda":
+            raise ValueError(f"train.amp fp16 needs a CUDA device (this run trains on {device.type}): "
+                             "use amp: bf16 or none")
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.amp)
+        return cls(device, tc.grad_accum, tc.grad_clip, tc.channels_last, dtype, tc.log_interval, tc.max_iters)
+
+    def logged(self, iteration: int) -> bool:
+        """Whether the step that ends at ``iteration`` is written to the log."""
+        return iteration % self.log_interval == 0 or iteration == self.max_iters
 
     def autocast(self) -> AbstractContextManager[Any]:
-        return torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext()
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
 
 @dataclass
@@ -71,9 +82,11 @@ def _inputs(state: TrainState, batch: dict[str, Any], opts: StepOptions, micro_i
             ) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor | None, dict[str, Any]]:
     """(images, labeled masks, number labeled, pseudo-label targets or None, self-training stats)."""
     images = batch["image"].to(opts.device, non_blocking=True)
-    if opts.channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    masks = batch["mask"].to(opts.device, non_blocking=True)
+    layout = torch.channels_last if opts.channels_last else torch.contiguous_format
+    if images.dtype == torch.uint8:  # the loader ships uint8 pixels; convert and normalise where the model runs
+        images = to_model_input(images, memory_format=layout)
+    images = images.contiguous(memory_format=layout)
+    masks = batch["mask"].to(opts.device, non_blocking=True).long()
     sv = state.train_cfg.strong_view
     if sv is not None:  # the strong-augmentation control: as many labeled images as ST has unlabeled ones
         generator = torch.Generator().manual_seed(state.train_cfg.seed * 1_000_003 + micro_index + 500_009)
@@ -104,10 +117,11 @@ def _micro_step(state: TrainState, batch: dict[str, Any], opts: StepOptions, mic
             weight = state.selftrain.weight(state.iteration)
             loss = loss + weight * unsup
             parts = {**parts, "st": float(unsup.detach()), "st_weight": weight}
-    with torch.no_grad():
-        valid = masks != IGNORE_INDEX
-        log.correct += int((model.pixel_logits(labeled).argmax(1)[valid] == masks[valid]).sum())
-        log.labeled_px += int(valid.sum())
+    if opts.logged(state.iteration + 1):  # a full argmax (and a host sync) only when it is logged
+        with torch.no_grad():
+            valid = masks != IGNORE_INDEX
+            log.correct += int((model.pixel_logits(labeled).argmax(1)[valid] == masks[valid]).sum())
+            log.labeled_px += int(valid.sum())
     scaled = loss / opts.accum
     (state.scaler.scale(scaled) if state.scaler else scaled).backward()
     log.loss += float(loss.detach()) / opts.accum

@@ -1,0 +1,75 @@
+"""The fast decoders give Pillow's pixels, EXIF orientation included, and decline what Pillow must decide."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from proveseg.data import decode as decode_module
+from proveseg.data.decode import decode_image, decode_label, image_size
+
+
+def _pillow(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.array(ImageOps.exif_transpose(im).convert("RGB"))
+
+
+def _picture(h: int = 24, w: int = 40) -> np.ndarray:
+    y, x = np.mgrid[:h, :w]
+    return np.stack([x * 6 % 256, y * 10 % 256, (x + y) * 3 % 256], axis=-1).astype(np.uint8)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_jpeg_orientations_match_pillow(tmp_path: Path, orientation: int) -> None:
+    path = tmp_path / f"o{orientation}.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(_picture()).save(path, quality=90, exif=exif)
+    assert decode_module._fast_jpeg(path.read_bytes()) is not None  # the fast path runs, not the fallback
+    out = decode_image(str(path))
+    assert np.array_equal(out, _pillow(path)) and out.flags.c_contiguous
+    assert out.shape[:2] == image_size(str(path))
+    assert np.array_equal(decode_image(str(path), exif=False), np.array(Image.open(path).convert("RGB")))
+
+
+def test_fast_paths_equal_pillow_and_fall_back(tmp_path: Path) -> None:
+    pic = _picture(64, 96)
+    Image.fromarray(pic).save(tmp_path / "a.png")
+    Image.fromarray(pic).save(tmp_path / "a.jpg", quality=85, progressive=True)
+    Image.fromarray(pic).convert("CMYK").save(tmp_path / "cmyk.jpg")
+    Image.fromarray(pic[..., 0]).save(tmp_path / "gray.jpg")
+    Image.fromarray(pic).convert("RGBA").save(tmp_path / "rgba.png")
+    for name in ("a.png", "a.jpg", "cmyk.jpg", "gray.jpg", "rgba.png"):
+        assert np.array_equal(decode_image(str(tmp_path / name)), _pillow(tmp_path / name)), name
+    assert decode_module._fast_jpeg((tmp_path / "cmyk.jpg").read_bytes()) is None
+    assert np.array_equal(decode_image(str(tmp_path / "a.png")), pic)
+
+
+def test_png_with_exif_orientation_goes_through_pillow(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(_picture()).save(tmp_path / "r.png", exif=exif)
+    assert not decode_module._plain_rgb_png((tmp_path / "r.png").read_bytes())
+    assert np.array_equal(decode_image(str(tmp_path / "r.png")), _pillow(tmp_path / "r.png"))
+
+
+def test_truncated_jpeg_still_raises_naming_the_file(tmp_path: Path) -> None:
+    Image.fromarray(_picture(64, 96)).save(tmp_path / "a.jpg", quality=85)
+    data = (tmp_path / "a.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(OSError, match=r"cut\.jpg"):
+        decode_image(str(tmp_path / "cut.jpg"))
+
+
+def test_label_orientation_is_applied_only_when_tagged(tmp_path: Path) -> None:
+    mask = (np.arange(24 * 40).reshape(24, 40) % 5).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    Image.fromarray(mask).save(tmp_path / "m.png", exif=exif)
+    Image.fromarray(mask).save(tmp_path / "plain.png")
+    assert np.array_equal(decode_label(str(tmp_path / "m.png"), None), np.array(ImageOps.exif_transpose(
+        Image.open(tmp_path / "m.png"))))
+    assert np.array_equal(decode_label(str(tmp_path / "plain.png"), None), mask)
