@@ -20,6 +20,7 @@ Nothing here imports MMEngine or Lightning; their adapters live in :mod:`provese
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -74,7 +75,7 @@ class MixedData:
     batch has the same composition and ranks never share a sample within a pass.
     """
 
-    def __init__(self, config: RunConfig, world_size: int = 1) -> None:
+    def __init__(self, config: RunConfig, world_size: int = 1, uint8: bool = False) -> None:
         from proveseg.train.loop import resolve_class_set_in
 
         self.config = resolve_class_set_in(config)
@@ -84,17 +85,26 @@ class MixedData:
             raise ConfigError(f"{self.config.name}: {problem}")
         self.world_size = world_size
         self.data: TrainingData = build_training_data(self.config.data, world_size)
+        # proveseg's own loop takes uint8 batches and normalises on its device; a user's loop gets model-ready
+        # float images unless it asks for uint8 (then: proveseg.data.transforms.to_model_input on the device)
+        ds = self.data.dataset
+        self._dataset = ds if uint8 else SegmentationDataset(
+            ds.records, ds.class_set, dataclasses.replace(ds.transform, to_float=True), ds.seed)
 
     @classmethod
     def from_config(cls, source: str | Path | RunConfig | DataConfig | Mapping[str, Any],
-                    world_size: int = 1) -> MixedData:
-        """Read the sources of ``source`` (see :func:`load_config`) and build the plan for ``world_size`` ranks."""
-        return cls(load_config(source), world_size)
+                    world_size: int = 1, uint8: bool = False) -> MixedData:
+        """Read the sources of ``source`` (see :func:`load_config`) and build the plan for ``world_size`` ranks.
+
+        ``uint8``: the dataset's images stay uint8 (normalise them on the device with ``to_model_input``).
+        """
+        return cls(load_config(source), world_size, uint8)
 
     @property
     def dataset(self) -> SegmentationDataset:
-        """Samples ``{image, mask, domain, kind, source, index}`` keyed by the sampler's (id, pass) pairs."""
-        return self.data.dataset
+        """Samples ``{image, mask, domain, kind, source, index}`` keyed by the sampler's (id, pass) pairs:
+        float32 ImageNet-normalised images and int64 masks, or uint8 both with ``uint8=True``."""
+        return self._dataset
 
     @property
     def records(self) -> RecordTable:
