@@ -12,7 +12,7 @@ from typing import Annotated, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from proveseg.data.labelmap import LabelMap, LabelMapError, load_label_map
+from proveseg.data.labelmap import LabelMap, load_label_map, validate_label_map
 from proveseg.fields import Repeat
 from proveseg.readers import SourceConfig
 
@@ -68,11 +68,7 @@ class GeneratedSourceConfig(_Strict):
     def _check_label_map(self) -> GeneratedSourceConfig:
         if self.label_map is not None and self.labels_like is not None:
             raise ValueError("label_map and labels_like both say how the labels are mapped: give one")
-        if self.label_map is not None:
-            try:
-                load_label_map(self.label_map, self.unmapped)
-            except LabelMapError as exc:
-                raise ValueError(f"label_map: {exc}") from None
+        validate_label_map(self.label_map, self.unmapped)
         return self
 
     def effective_label_map(self) -> LabelMap | None:

@@ -25,7 +25,7 @@ import yaml
 
 from proveseg.data.classes import IGNORE_INDEX, ClassSet
 
-__all__ = ["UNCOVERED", "LabelMap", "LabelMapError", "check_label_map_targets", "load_label_map"]
+__all__ = ["UNCOVERED", "LabelMap", "LabelMapError", "check_label_map_targets", "load_label_map", "validate_label_map"]
 
 UNCOVERED = -1  # a table entry no source id maps from
 
@@ -133,6 +133,16 @@ def load_label_map(path: Path, unmapped: str = "error") -> LabelMap:
             raise LabelMapError(f"{path}: {where}: source id {source} is mapped twice (first at {seen[source]})")
         seen[source] = where
     return LabelMap.from_pairs({s: t for s, t, _ in rows}, str(path), unmapped)
+
+
+def validate_label_map(path: Path | None, unmapped: str) -> None:
+    """A config validator's check of a ``label_map`` field: raises ValueError naming the file, row and field."""
+    if path is None:
+        return
+    try:
+        load_label_map(path, unmapped)
+    except LabelMapError as exc:
+        raise ValueError(f"label_map: {exc}") from None
 
 
 def check_label_map_targets(label_map: LabelMap, class_set: ClassSet, what: str) -> None:

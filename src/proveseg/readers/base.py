@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from proveseg.data.labelmap import LabelMap, LabelMapError, load_label_map
+from proveseg.data.labelmap import LabelMap, load_label_map, validate_label_map
 from proveseg.data.records import RecordTable
 from proveseg.fields import Repeat
 
@@ -83,11 +83,7 @@ class SourceBase(BaseModel):
             raise ValueError(f"take {list(self.take)}: expected [start, end) with 0 <= start < end <= 1")
         if self.domains is not None and not self.domains:
             raise ValueError("domains is an empty list: it keeps nothing (leave it out, or null, to keep every domain)")
-        if self.label_map is not None:
-            try:
-                load_label_map(self.label_map, self.unmapped)
-            except LabelMapError as exc:
-                raise ValueError(f"label_map: {exc}") from None
+        validate_label_map(self.label_map, self.unmapped)
         return self
 
     @classmethod
