@@ -25,7 +25,7 @@ from PIL import Image
 from proveseg.data.manifest import MANIFEST_COLUMNS, ROOT_MARKER, ManifestReport, validate_manifest
 
 ROWS = 100_000
-REPEATS = 3
+REPEATS = 5
 TARGETS = ("cloudy", "dawn_dusk", "fog", "night", "rainy", "snowy")
 
 
