@@ -2,7 +2,8 @@
 
 With the ignore value (255) at or above C, ignored pixels land beyond the first C*C bins and are
 sliced off: no boolean mask and no flatten copy (../shared/DESIGN.md section 8). The code is
-computed by one fused ``add(pred, label, alpha=C)`` written as int16 (uint8 labels) or int32. A
+``add(pred, label, alpha=C)`` in int16 (uint8 labels) or int32, on the CPU chunk by chunk from
+operands cast to that dtype (see ``_code``). A
 label that is neither a class nor the ignore value lands in the bins between C*C and ignore*C, or
 beyond the ignore row, and raises: nothing is dropped silently.
 Predictions must be class ids in [0, C) (an argmax always is); labels wider than uint8 must stay
