@@ -17,6 +17,7 @@ Every contest is timed untraced, contestants alternating within each of ``REPEAT
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 import tracemalloc
@@ -91,7 +92,7 @@ def main() -> None:
     baseline = _torch_baseline(effective)
     load = os.getloadavg()[0]
 
-    def sampler_pass() -> int:
+    def sampler_pass() -> int:  # as ``TrainingData.loader`` builds it: the default chunk
         return sum(1 for _ in PlanBatchSampler(spec, 0, n_batches))
 
     def chunked_pass() -> int:
@@ -115,7 +116,8 @@ def main() -> None:
     print(f"  first batch                                  {_fmt(first, 1e3, 'ms')}   (target <= 300 ms)")
     per_batch = [t / n_batches * 1e6 for t in passes["sampler"]]
     base_per_batch = [t / n_batches * 1e6 for t in passes["torch"]]
-    print(f"  1. trainer's path, PlanBatchSampler (256-batch chunks): {_fmt(passes['sampler'])} = "
+    chunk = inspect.signature(PlanBatchSampler).parameters["chunk"].default  # what TrainingData.loader gets
+    print(f"  1. trainer's path, PlanBatchSampler ({chunk}-batch chunks): {_fmt(passes['sampler'])} = "
           f"{_fmt(per_batch, unit='us/batch')} (target <= 5 us/batch: "
           f"{'met' if np.median(per_batch) <= 5 else 'NOT met'}), peak {peaks['sampler']:.0f} MB")
     print(f"     baseline BatchSampler(WeightedRandomSampler):       {_fmt(passes['torch'])} = "

@@ -26,3 +26,24 @@ def test_every_integer_dtype_counts_like_int64(label_dtype: torch.dtype, pred_dt
 def test_labels_above_the_ignore_value_raise() -> None:
     with pytest.raises(ValueError, match="labels outside"):
         confusion_matrix_torch(torch.tensor([[300, 1]]), torch.tensor([[0, 1]]), 19)
+
+
+@pytest.mark.parametrize("label_dtype", [torch.uint8, torch.int64])
+def test_images_over_several_cpu_chunks_count_every_pixel(label_dtype: torch.dtype) -> None:
+    from proveseg.evaluate.confusion import _CHUNK
+
+    rng = np.random.default_rng(1)
+    shape = (3 * _CHUNK // 256 + 1, 256 + 7)  # several chunks and a ragged last one
+    label = rng.integers(0, 19, shape)
+    label[::7] = 255
+    pred = rng.integers(0, 19, shape)
+    expected = np.zeros((19, 19), np.int64)
+    keep = label != 255
+    np.add.at(expected, (label[keep], pred[keep]), 1)
+    lab, prd = torch.from_numpy(label).to(label_dtype), torch.from_numpy(pred)
+    assert np.array_equal(confusion_matrix_torch(lab, prd, 19).numpy(), expected)
+    # non-contiguous views count the same
+    assert np.array_equal(confusion_matrix_torch(lab.t(), prd.t(), 19).numpy(), expected)
+    lab[-1, -1] = 20  # an invalid label in the last chunk still raises
+    with pytest.raises(ValueError, match="labels outside"):
+        confusion_matrix_torch(lab, prd, 19)

@@ -216,6 +216,13 @@ def _stride_window(weights: np.ndarray, p0: int, p1: int) -> tuple[np.ndarray, n
         n += ((n + 0.5) / weights < t).astype(np.int64)
         return n
 
+    # Any time with at most p0 draws before it works as a start (the draws from it to p0 are
+    # materialised and skipped below), so the answer does not depend on which one is found.
+    # Member m has ceil(t w_m - 0.5) +- 1 draws before t, so t = (p0 - M) / W has at most p0:
+    # one check instead of a bisection (kept for float rounding beyond that bound).
+    guess = before(max(0.0, (p0 - len(weights)) / float(weights.sum())))
+    if guess.sum() <= p0:
+        return _stride_from(weights, p0, p1, guess)
     lo, hi = 0.0, (p0 + 1) / weights.sum() + 1.0 / weights.min()
     while before(lo).sum() < p0 and (nxt := np.nextafter(lo, hi)) < hi:
         mid = (lo + hi) / 2 if (lo + hi) / 2 > lo else nxt
@@ -223,7 +230,11 @@ def _stride_window(weights: np.ndarray, p0: int, p1: int) -> tuple[np.ndarray, n
             lo = mid
         else:
             hi = mid
-    first = before(lo)
+    return _stride_from(weights, p0, p1, before(lo))
+
+
+def _stride_from(weights: np.ndarray, p0: int, p1: int, first: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``_stride_window`` given ``first``: each member's draws before some time, p0 or fewer in all."""
     need = p1 - int(first.sum())
     margin = 2
     while True:

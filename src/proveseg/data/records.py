@@ -32,6 +32,23 @@ NOISE_SOURCE = "random_noise"  # the source name of the noise control's samples
 _STR = np.dtypes.StringDType()
 
 
+def _column(value: Sequence[str] | np.ndarray | str, n: int) -> np.ndarray:
+    """A StringDType column: ``value`` broadcast to ``n`` rows, or ``value`` itself when it already is one.
+
+    ``np.asarray(x, dtype=StringDType())`` copies unless ``x`` has that very dtype instance (each
+    array has its own), and ``np.full`` sets the rows one by one: together they were a fifth of
+    building a table from a manifest. The table shares a given StringDType array (tables are
+    never written in place).
+    """
+    if isinstance(value, str):
+        out = np.empty(n, dtype=_STR)
+        out[:] = value
+        return out
+    if isinstance(value, np.ndarray) and isinstance(value.dtype, np.dtypes.StringDType) and value.dtype == _STR:
+        return value
+    return np.asarray(value, dtype=_STR)
+
+
 @dataclass(frozen=True, eq=False)
 class RecordTable:
     """Columnar table of samples. ``label`` and ``origin`` are empty strings when absent.
@@ -111,7 +128,7 @@ class RecordTable:
         out: dict[str, Any] = {}  # Any: the columns, never ``label_maps``
         for name in names:
             value = columns.get(name, "")
-            out[name] = np.full(n, value, dtype=_STR) if isinstance(value, str) else np.asarray(value, dtype=_STR)
+            out[name] = _column(value, n)
         return cls(**out)
 
     @classmethod
