@@ -291,6 +291,7 @@ class ProofRun:
         self.sequence = ""
         self._lock = RunLock(self.run.root)
         self._tensorboard: Any = None
+        self._paired: np.ndarray | None = None  # the records' pair mask, computed on first use
 
     @property
     def writer(self) -> bool:
@@ -330,8 +331,13 @@ class ProofRun:
         """Count one consumed batch from its global sample ids (kind, source and domain come from the records)."""
         index = np.asarray(torch.as_tensor(ids).cpu(), dtype=np.int64).reshape(-1)
         r = self.mixed.records
-        self.audit.update({"kind": r.kind[index].tolist(), "source": r.source[index].tolist(),
-                           "domain": r.domain[index].tolist(), "index": index})
+        batch: dict[str, Any] = {"kind": r.kind[index].tolist(), "source": r.source[index].tolist(),
+                                 "domain": r.domain[index].tolist(), "index": index}
+        if r.has_pairs:  # counted like the native loop's ``paired`` key, so the audit re-derives the same counts
+            if self._paired is None:
+                self._paired = r.paired()
+            batch["paired"] = self._paired[index]
+        self.audit.update(batch)
         self.sequence = chain_sequence(self.sequence, index)
 
     def log(self, record: Mapping[str, Any]) -> None:

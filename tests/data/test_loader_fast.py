@@ -78,3 +78,16 @@ def test_gpu_options_are_refused_where_they_cannot_run(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="fp16"):
         _check_device(fp16)
     _check_device(RunConfig.model_validate({**base, "train": {"device": "cpu", "amp": "bf16", "channels_last": True}}))
+
+
+def test_decoding_on_the_device_maps_labels_through_the_sources_label_map(tmp_path: Path) -> None:
+    listing = _listing(tmp_path)
+    (tmp_path / "map.csv").write_text("source,target\n" + "".join(f"{i},{18 - i}\n" for i in range(19)))
+    cfg = DataConfig.model_validate({"real": [{"name": "s", "reader": "csv", "root": str(listing),
+                                               "label_map": str(tmp_path / "map.csv")}], "batch_size": 3})
+    data = build_training_data(cfg)
+    encoded = EncodedDataset(data.dataset)
+    raw_label = np.asarray(Image.open(tmp_path / f"{Path(str(data.records.label[0])).stem}.png"))
+    mapped = encoded[(0, 0)]["mask"]
+    assert torch.equal(mapped, torch.from_numpy(18 - raw_label))  # the map, not the raw ids
+    assert torch.equal(mapped, torch.from_numpy(data.dataset.load(0)[1]))  # as the CPU path decodes it

@@ -128,3 +128,24 @@ def test_a_pair_label_outside_the_class_set_is_refused_before_training(tmp_path:
                                      "batch_size": 1})
     with pytest.raises(LabelDecodeError, match=r"b_l\.png: label values \[77\]"):
         build_training_data(cfg)
+
+
+def test_the_api_counts_pairs_like_the_native_loop(tiny_benchmark: Path, tmp_path: Path) -> None:
+    from proveseg.api import MixedData, ProofRun, sample_ids
+    from proveseg.config import RunConfig
+
+    cfg = RunConfig.model_validate({"name": "api-pairs", "strategy": "gen_faithful", "output_dir": str(tmp_path / "r"),
+                                    "data": _config(tiny_benchmark, pair="original").model_dump(mode="json"),
+                                    "model": {"name": "unet_micro"}, "train": {"max_iters": 6}})
+    mixed = MixedData(cfg)
+    proof = ProofRun(mixed, max_iters=6)
+    proof.start()
+    try:
+        for keys in mixed.batch_sampler(0, 6):
+            proof.record(sample_ids({"index": [k[0] for k in keys]}))
+        consumed = proof.composition()[0]["consumed"]
+    finally:
+        proof.close()
+    assert consumed["paired_per_source"] == {"faithful": 12}
+    derived = rederive_consumption(mixed.data, 6)
+    assert _plain(derived["paired_per_kind"]) == _plain(consumed["paired_per_kind"])

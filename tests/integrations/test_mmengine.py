@@ -79,3 +79,19 @@ def test_the_noise_control_needs_proveseg_s_loader(tiny_benchmark: Path, tmp_pat
     sample = dataset[(noise, 0)]
     assert sample["kind"] == "noise" and sample["img"].shape == (64, 128, 3) and sample["gt_seg_map"].shape == (64, 128)
     assert not (sample["img"] == dataset[(noise, 1)]["img"]).all()  # a fresh draw per pass
+
+
+def test_the_loader_maps_labels_through_the_sources_label_map(tiny_benchmark: Path, tmp_path: Path) -> None:
+    from proveseg.data.decode import decode_label
+    from proveseg.integrations.mmengine import ProvesegDataset
+    from tests.integrations.conftest import make_run_config
+
+    cfg = make_run_config(tiny_benchmark, tmp_path).model_dump(mode="json")
+    (tmp_path / "map.csv").write_text("source,target\n" + "".join(f"{i},{18 - i}\n" for i in range(19)))
+    cfg["data"]["real"][0]["label_map"] = str(tmp_path / "map.csv")
+    dataset = ProvesegDataset(cfg, pipeline=[{"type": "LoadProvesegSample"}])
+    real = int(next(i for i, k in enumerate(dataset.mixed.records.kind.tolist()) if k == "real"))
+    sample = dataset[(real, 0)]
+    raw = decode_label(str(dataset.mixed.records.label[real]), None)
+    keep = raw != 255
+    assert (sample["gt_seg_map"][keep] == 18 - raw[keep]).all()  # the map, not the raw ids

@@ -53,7 +53,8 @@ class EncodedDataset(Dataset[dict[str, object]]):
             with open(path, "rb") as fh:
                 pixels = torch.frombuffer(bytearray(fh.read()), dtype=torch.uint8)
             shape = image_size(path)
-            mask = decode_label(label, ds.class_set) if label else np.full(shape, IGNORE_INDEX, np.uint8)
+            mask = (decode_label(label, ds.class_set, label_map=r.label_map_of(index)) if label
+                    else np.full(shape, IGNORE_INDEX, np.uint8))
             if mask.shape != shape:
                 raise ValueError(f"{path}: image {shape[1]}x{shape[0]} but label {label} is "
                                  f"{mask.shape[1]}x{mask.shape[0]}")

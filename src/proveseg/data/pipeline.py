@@ -101,6 +101,9 @@ class TrainingData:
                                    "persistent_workers": workers > 0,
                                    "prefetch_factor": cfg.prefetch_factor if workers > 0 else None}
         if cfg.decode_device == "cuda" and device is not None and device.type == "cuda":
+            if self.records.has_pairs:  # the device decoder ships one view per sample: the pairs would vanish
+                raise ValueError("data.decode_device cuda does not load paired samples (image2/label2): "
+                                 "use decode_device: cpu for sources with pairs")
             from proveseg.data.gpudecode import DeviceDecodedLoader, EncodedDataset, collate_encoded
 
             loader = DataLoader(EncodedDataset(self.dataset), collate_fn=collate_encoded, **options)

@@ -110,7 +110,8 @@ class LoadProvesegSample:
         results["img"] = np.ascontiguousarray(img[..., ::-1] if self.channel_order == "bgr" else img)
         results["img_shape"] = results["ori_shape"] = img.shape[:2]
         if results.get("seg_map_path"):
-            results["gt_seg_map"] = decode_label(results["seg_map_path"], mixed.class_set)
+            results["gt_seg_map"] = decode_label(results["seg_map_path"], mixed.class_set,
+                                                 label_map=mixed.records.label_map_of(int(results[ID_KEY])))
             results.setdefault("seg_fields", []).append("gt_seg_map")
         return results
 
