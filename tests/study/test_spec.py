@@ -135,3 +135,16 @@ def test_a_stage_names_its_own_datasets_and_models(tmp_path: Path) -> None:
     assert per_stage["ratio-ablation"] == {("bdd", "unet_micro"), ("idd", "unet_micro")}
     with pytest.raises(ConfigError, match=r"stages.stage1.datasets \['acdc'\] are not the study's datasets"):
         load_study(_study(tmp_path, stages={"stage1": {"datasets": ["acdc"]}}))
+
+
+def test_model_options_give_a_studys_models_their_pretrained_weights(tmp_path: Path) -> None:
+    weights = tmp_path / "micro.pth"
+    weights.write_bytes(b"")
+    options = {"unet_micro": {"weights": str(weights)}, "unet_tiny": {"encoder_weights": "imagenet"}}
+    runs = expand(load_study(_study(tmp_path, model_options=options, seeds=[0])))
+    assert {(r.model, r.config.model.encoder_weights, r.config.model.weights) for r in runs} == {
+        ("unet_micro", None, weights), ("unet_tiny", "imagenet", None)}
+    for over, message in (({"fpn_r18": {"encoder_weights": "imagenet"}}, "model_options.fpn_r18: not one of"),
+                          ({"unet_micro": {"weights": str(tmp_path / "no.pth")}}, "no.pth does not exist")):
+        with pytest.raises(ConfigError, match=message):
+            load_study(_study(tmp_path, model_options=over))

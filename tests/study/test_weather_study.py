@@ -134,6 +134,7 @@ def weather_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]
     origins = [*_bdd(data / "bdd100k"), *_iddaw(data / "IDDAW"), *_vistas(data / "mapillary-vistas"),
                *_acdc(data / "acdc")]
     (data / ".proveseg-root").write_text("")  # manifests may point at the datasets beside them
+
     _generators(data, origins)
     doc = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8").replace("/data/", f"{data}/"))
     doc["results_root"] = str(tmp / "results")
@@ -170,6 +171,9 @@ def test_the_example_is_the_whole_study(weather_study: tuple[Path, dict],
     }
     planned = _plan(tmp, doc, capsys)
     assert len(planned["runs"]) == sum(per_stage.values())
+    runs = expand(study, apply_top_k=False)
+    assert {r.model: r.config.model.encoder_weights for r in runs} == {  # SegNeXt: a local file, left commented
+        **{m: "imagenet" for m in MODELS if m != "segnext_mscan-b"}, "segnext_mscan-b": None}
     assert any("stage2 top_k=3 needs proven stage1 runs" in n for n in planned["notes"])
 
 
@@ -177,7 +181,8 @@ def test_the_example_is_the_whole_study(weather_study: tuple[Path, dict],
 def test_each_model_trains_two_iterations_with_a_proven_composition(weather_study: tuple[Path, dict],
                                                                      model: str) -> None:
     tmp, doc = weather_study
-    quick = {**doc, "batch_size": 2, "num_workers": 0, "transforms": {"crop": [32, 64], "hflip": True},
+    quick = {**doc, "model_options": {}, "batch_size": 2, "num_workers": 0,  # no downloads in tests
+             "transforms": {"crop": [32, 64], "hflip": True},
              "train": {**doc["train"], "max_iters": 2, "eval_interval": 1000, "checkpoint_interval": 1000,
                        "log_interval": 1, "num_threads": 1, "schedule": {"warmup_iters": 0}},
              "evaluation": {"mode": "whole", "batch_size": 2, "n_boot": 10},

@@ -69,7 +69,7 @@ def run_config(study: StudyConfig, key: RunKey, run_dir: Path) -> RunConfig:
     return RunConfig(name=f"{key.stage}/{key.strategy}/{key.dataset}/{run_dir.name}", strategy=key.strategy,
                      study=StudyRunConfig(study=study.name, stage=key.stage, dataset=key.dataset, budget=study.budget),
                      output_dir=run_dir, data=_generated_labels(study, key.dataset, configured.data),
-                     model={"name": key.model}, train=configured.train, evaluation=evaluation)
+                     model=_model(study, key.model), train=configured.train, evaluation=evaluation)
 
 
 def _maps_labels(split: SourceBase) -> bool:
@@ -94,6 +94,12 @@ def _generated_labels(study: StudyConfig, dataset: str, data: DataConfig) -> Dat
             gen = gen.model_copy(update={"labels_like": like, "unmapped": unmapped})
         generated.append(gen)
     return data.model_copy(update={"generated": generated})
+
+
+def _model(study: StudyConfig, name: str) -> dict[str, object]:
+    """The run's model: its name, and the study's pretrained weights for it when given."""
+    options = study.model_options.get(name)
+    return {"name": name, **(options.model_dump(exclude_none=True) if options else {})}
 
 
 def _budgeted(study: StudyConfig, key: RunKey, run: RunData) -> RunData:

@@ -6,11 +6,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from proveseg.config import (
     EvalConfig,
     GeneratedSourceConfig,
+    ModelConfig,
     SelfTrainConfig,
     StrongViewConfig,
     TrainConfig,
@@ -22,7 +23,8 @@ from proveseg.readers import SourceConfig
 from proveseg.strategies import parse_strategy
 from proveseg.study.runkey import ratio_text
 
-__all__ = ["STAGES", "AugmentationSpec", "DatasetSpec", "GeneratorSpec", "SelfTrainSpec", "SlurmSpec", "StudyConfig",
+__all__ = ["STAGES", "AugmentationSpec", "DatasetSpec", "GeneratorSpec", "ModelOptions", "SelfTrainSpec", "SlurmSpec",
+           "StudyConfig",
            "load_study", "split_source"]
 
 STAGES = ("stage1", "stage2", "ratio-ablation", "noise-ablation")
@@ -179,6 +181,13 @@ class StageSpec(_Strict):
     models: list[str] | None = None  # default: the study's models (an ablation on one model)
 
 
+class ModelOptions(_Strict):
+    """Pretrained weights for one of the study's models (every run of that model starts from them)."""
+
+    encoder_weights: Literal["imagenet"] | None = None  # downloaded by smp / the HF hub when a run builds the model
+    weights: Path | None = None  # a local .pth/.safetensors file (relative paths start at the working directory)
+
+
 class SlurmSpec(_Strict):
     """How each run of the study runs as a Slurm job: ``nodes`` x ``tasks_per_node`` ranks (one per GPU)."""
 
@@ -222,6 +231,7 @@ class StudyConfig(_Strict):
     augmentations: dict[str, AugmentationSpec] = Field(default_factory=dict)  # std_<name>: real data + these
     selftrain: dict[str, SelfTrainSpec] = Field(default_factory=dict)  # selftrain_<name> (plain selftrain: default)
     models: list[str] = Field(default_factory=lambda: ["unet_tiny"])
+    model_options: dict[str, ModelOptions] = Field(default_factory=dict)  # per model: encoder_weights / weights
     ratios: list[float] = Field(default_factory=lambda: [0.5])
     seeds: list[int] = Field(default_factory=lambda: [0])
     batch_size: int = Field(8, ge=1)
@@ -250,6 +260,7 @@ class StudyConfig(_Strict):
         if unknown:
             raise ValueError(f"stages {unknown} do not exist; valid: {', '.join(STAGES)}")
         _check_stage_subsets(self)
+        _check_model_options(self)
         for r in [*self.ratios, *(x for s in self.stages.values() for x in (s.ratios or []))]:
             if not 0.0 <= r <= 1.0:
                 raise ValueError(f"ratio {r} outside [0, 1]")
@@ -278,6 +289,17 @@ class StudyConfig(_Strict):
         if self.batch_size < 2 and any(r not in (0.0, 1.0) for r in self.ratios):
             raise ValueError(f"batch_size {self.batch_size} cannot hold both real and generated samples")
         return self
+
+
+def _check_model_options(study: StudyConfig) -> None:
+    """Options of a model the study does not train are a typo; a weights file must exist (checked as a run's)."""
+    for name, options in study.model_options.items():
+        if name not in study.models:
+            raise ValueError(f"model_options.{name}: not one of the study's models ({', '.join(study.models)})")
+        try:
+            ModelConfig(name=name, **options.model_dump())
+        except ValidationError as exc:
+            raise ValueError(f"model_options.{name}: {exc.errors()[0]['msg']}") from None
 
 
 def _check_stage_subsets(study: StudyConfig) -> None:
