@@ -112,3 +112,21 @@ def test_two_process_ddp_selftrain_on_cpu(tiny_benchmark: Path, tmp_path: Path) 
     assert comp["consumed"]["per_kind"] == {"real": 32, "generated": 0, "noise": 0, "unlabeled": 32}
     steps = [json.loads(x) for x in (cfg.output_dir / "log.jsonl").read_text().splitlines() if '"loss"' in x]
     assert len(steps) == 4 and all("st" in s and len(s["thresholds"]) == 19 for s in steps)  # pseudo-label loss ran
+
+
+def test_every_ddp_rank_stops_when_the_run_directory_is_held_or_taken(tiny_benchmark: Path, tmp_path: Path) -> None:
+    """Rank 0 decides for the run (lock, existing run); the other ranks stop the same way instead of hanging in
+    a collective rank 0 never joins, or refusing the run rank 0 has just opened."""
+    from proveseg.rundir import RunLock
+
+    cfg = make_config(tiny_benchmark, tmp_path / "held", max_iters=2, eval_interval=2)
+    config = _write(cfg, tmp_path / "held.yaml")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29519",
+               "-m", "proveseg.cli", "train", str(config)]
+    with RunLock(cfg.output_dir).acquire():  # another process holds the run directory
+        held = subprocess.run(command, env=ENV, capture_output=True, timeout=300)
+    assert held.returncode != 0 and not (cfg.output_dir / "log.jsonl").exists()
+    assert held.stderr.decode().count("skipped:") == 2, held.stderr.decode()[-3000:]  # each rank, told by rank 0
+    fresh = subprocess.run(command, env=ENV, capture_output=True, timeout=300)  # both ranks start the run once
+    assert fresh.returncode == 0, fresh.stderr.decode()[-3000:]
+    assert json.loads((cfg.output_dir / "composition.json").read_text())["matches_request"]

@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -103,8 +104,9 @@ def train(cfg: RunConfig, resume: bool = False, stop_after: int | None = None, p
         raise ConfigError(f"output_dir {run.root} is a file, not a folder")
     lock = RunLock(run.root)
     try:
-        if rank == 0:  # one writer per run directory: raises RunLocked, touching nothing, if another holds it
-            lock.acquire()
+        # one writer per run directory: rank 0 takes the lock and checks the directory before anyone writes, and
+        # every rank stops the same way (a rank checking on its own would see rank 0's "running" as another run's)
+        _agree(rank, world, lambda: _may_start(lock, run, resume))
         session, state = _prepare(cfg, run, resume, device, rank, world)
         return _train(session, state, stop_after, progress)
     except (Preempted, RunLocked, ResumeRefused):  # the run directory is not this call's to mark failed
@@ -119,6 +121,31 @@ def train(cfg: RunConfig, resume: bool = False, stop_after: int | None = None, p
         lock.release()
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _may_start(lock: RunLock, run: RunDir, resume: bool) -> None:
+    """Take the run directory's lock (RunLocked, touching nothing, if another process holds it) and refuse to
+    start a fresh run over one that exists."""
+    lock.acquire()
+    if not resume and (run.last.exists() or run.status()[0] in ("done", "running")):
+        raise ResumeRefused(f"{run.root} already holds a run ({run.status()[0]}); resume it with --resume "
+                            "or choose another output_dir")
+
+
+def _agree(rank: int, world: int, decide: Callable[[], None]) -> None:
+    """Rank 0 runs ``decide``; under DDP every rank then raises the RunLocked / ResumeRefused rank 0 raised."""
+    outcome: list[Exception | None] = [None]
+    if rank == 0:
+        try:
+            decide()
+        except (RunLocked, ResumeRefused) as exc:
+            if world == 1:
+                raise
+            outcome = [exc]
+    if world > 1:
+        dist.broadcast_object_list(outcome, src=0)
+    if outcome[0] is not None:
+        raise outcome[0]
 
 
 def _check_config(cfg: RunConfig) -> Strategy:
@@ -224,9 +251,6 @@ def _prepare(cfg: RunConfig, run: RunDir, resume: bool, device: torch.device, ra
              world: int) -> tuple[Session, TrainState]:
     """Everything checked and built before the first step: strategy, data, state, resume, run directory."""
     cfg = resolve_class_set_in(cfg)
-    if not resume and (run.last.exists() or run.status()[0] in ("done", "running")):
-        raise ResumeRefused(f"{run.root} already holds a run ({run.status()[0]}); resume it with --resume "
-                            "or choose another output_dir")
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     strategy = _check_config(cfg)
