@@ -159,3 +159,13 @@ def test_the_other_tables_fold_numbers_at_80_columns() -> None:
     out = console.file.getvalue()  # type: ignore[attr-defined]
     assert "…" not in out and max(len(line) for line in out.splitlines()) <= 80
     assert "dawn_dusk" in out.replace("\n", "") or "dawn_" in out
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["run", "examples/synthetic-study.yaml", "--detach"], "--detach submits to Slurm and returns"),
+    (["manifest", "validate", "m.csv", "--unmapped", "ignore"], "--unmapped applies to a --label-map"),
+])
+def test_flags_that_would_change_nothing_are_refused(argv: list[str], message: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err

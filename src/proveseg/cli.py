@@ -147,7 +147,11 @@ def _label_map(args: argparse.Namespace) -> Any:
     """The ``--label-map`` table (with ``--unmapped``), or None."""
     from proveseg.data.labelmap import load_label_map
 
-    return None if args.label_map is None else load_label_map(Path(args.label_map), args.unmapped)
+    if args.label_map is None:
+        if args.unmapped is not None:  # it would change nothing: say so rather than ignore it
+            raise ValueError("--unmapped applies to a --label-map: give the map, or drop --unmapped")
+        return None
+    return load_label_map(Path(args.label_map), args.unmapped or "error")
 
 
 def _generated_records(manifest: str, class_set: Any, limit: int | None, label_map: Any = None) -> RecordTable:
@@ -265,6 +269,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from proveseg.study.preflight import study_problems
     from proveseg.study.reference import store_study
 
+    if args.detach and args.executor != "slurm":
+        raise ValueError("--detach submits to Slurm and returns: use it with --executor slurm")
     study, runs = _study_runs(args)
     problems = study_problems(study, runs)
     if problems:  # refused before anything starts: every run would fail the same way
@@ -406,8 +412,8 @@ def cmd_curves(args: argparse.Namespace) -> int:
 
 def _label_map_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-map", default=None, help="CSV (source,target) or YAML table: label_path ids -> class ids")
-    p.add_argument("--unmapped", choices=("error", "ignore"), default="error",
-                   help="an id the label map does not cover: an error naming the file, or 255")
+    p.add_argument("--unmapped", choices=("error", "ignore"), default=None,
+                   help="an id the label map does not cover: an error naming the file (default), or 255")
 
 
 def build_parser() -> argparse.ArgumentParser:
