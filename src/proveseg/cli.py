@@ -227,28 +227,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _study_runs(args: argparse.Namespace) -> tuple[Any, list[Any]]:
-    from proveseg.study.matrix import expand
+def _study_runs(args: argparse.Namespace, pending_ok: bool = False) -> tuple[Any, list[Any], list[str]]:
+    """The study and its selected runs; with ``pending_ok``, a stage2 whose top_k cannot be applied yet is
+    planned with every candidate strategy, and a note says so."""
+    from proveseg.study.matrix import Stage2Pending, expand
     from proveseg.study.spec import load_study
 
     study = load_study(args.study)
-    runs = expand(study, [args.stage] if args.stage else None, args.strategies, args.datasets, args.models)
-    return study, runs
+    select = ([args.stage] if args.stage else None, args.strategies, args.datasets, args.models)
+    try:
+        return study, expand(study, *select), []
+    except Stage2Pending as exc:
+        if not pending_ok:
+            raise
+        return study, expand(study, *select, apply_top_k=False), [
+            f"{exc}; stage2 lists every candidate strategy until then"]
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from proveseg.study.matrix import Stage2Pending, expand, totals
+    from proveseg.study.matrix import totals
     from proveseg.study.preflight import study_problems
-    from proveseg.study.spec import load_study
 
-    notes = []
-    try:
-        study, runs = _study_runs(args)
-    except Stage2Pending as exc:  # a dry run lists stage2's candidates instead
-        study = load_study(args.study)
-        runs = expand(study, [args.stage] if args.stage else None, args.strategies, args.datasets, args.models,
-                      apply_top_k=False)
-        notes.append(f"{exc}; stage2 lists every candidate strategy until then")
+    study, runs, notes = _study_runs(args, pending_ok=True)  # a dry run lists stage2's candidates
     problems = study_problems(study, runs)  # what `run` would hit, each with its cause and fix
     doc: dict[str, Any] = {"runs": [r.as_dict() for r in runs], "totals": totals(runs), "problems": problems,
                            "notes": notes}
@@ -271,7 +271,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.detach and args.executor != "slurm":
         raise ValueError("--detach submits to Slurm and returns: use it with --executor slurm")
-    study, runs = _study_runs(args)
+    study, runs, _ = _study_runs(args)
     problems = study_problems(study, runs)
     if problems:  # refused before anything starts: every run would fail the same way
         raise ValueError("the study cannot run:\n  " + "\n  ".join(problems))
@@ -302,7 +302,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from proveseg.study.status import study_status
 
-    _, runs = _study_runs(args)
+    _, runs, _ = _study_runs(args)
     if args.json:
         print(json.dumps(study_status(runs), indent=2, sort_keys=True))
         return 0
