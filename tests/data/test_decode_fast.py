@@ -52,7 +52,7 @@ def test_png_with_exif_orientation_goes_through_pillow(tmp_path: Path) -> None:
     exif = Image.Exif()
     exif[0x0112] = 6
     Image.fromarray(_picture()).save(tmp_path / "r.png", exif=exif)
-    assert not decode_module._plain_rgb_png((tmp_path / "r.png").read_bytes())
+    assert not decode_module._plain_png((tmp_path / "r.png").read_bytes(), 2)
     assert np.array_equal(decode_image(str(tmp_path / "r.png")), _pillow(tmp_path / "r.png"))
 
 
@@ -73,3 +73,28 @@ def test_label_orientation_is_applied_only_when_tagged(tmp_path: Path) -> None:
     assert np.array_equal(decode_label(str(tmp_path / "m.png"), None), np.array(ImageOps.exif_transpose(
         Image.open(tmp_path / "m.png"))))
     assert np.array_equal(decode_label(str(tmp_path / "plain.png"), None), mask)
+
+
+def test_greyscale_png_labels_take_the_fast_path_and_equal_pillow(tmp_path: Path) -> None:
+    mask = (np.arange(48 * 80).reshape(48, 80) % 7).astype(np.uint8)
+    mask[:4] = 255
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    assert decode_module._fast_label(str(tmp_path / "m.png")) is not None  # the fast path runs, not the fallback
+    assert np.array_equal(decode_label(str(tmp_path / "m.png"), None), mask)
+    # transparency, an orientation after the pixels, palettes and 16 bits are Pillow's: same ids either way
+    Image.fromarray(mask).save(tmp_path / "t.png", transparency=3)
+    exif = Image.Exif()
+    exif[0x0112] = 3
+    data = (tmp_path / "m.png").read_bytes()
+    payload = exif.tobytes()[6:]  # the eXIf chunk holds the TIFF block without the "Exif\0\0" prefix
+    import struct
+    import zlib
+    chunk = struct.pack(">I", len(payload)) + b"eXIf" + payload + struct.pack(">I", zlib.crc32(b"eXIf" + payload))
+    (tmp_path / "late.png").write_bytes(data[:-12] + chunk + data[-12:])
+    Image.fromarray(mask).convert("P").save(tmp_path / "p.png")
+    Image.fromarray(mask.astype(np.uint16)).save(tmp_path / "w.png")
+    for name in ("t.png", "late.png", "p.png", "w.png"):
+        assert decode_module._fast_label(str(tmp_path / name)) is None, name
+        with Image.open(tmp_path / name) as im:
+            expected = np.array(ImageOps.exif_transpose(im)).astype(np.uint8)
+        assert np.array_equal(decode_label(str(tmp_path / name), None), expected), name

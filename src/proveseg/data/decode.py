@@ -137,31 +137,33 @@ def _fast_jpeg(data: bytes) -> np.ndarray | None:
         return None
 
 
-def _plain_rgb_png(data: bytes) -> bool:
-    """8-bit RGB PNG, complete, within Pillow's size limit and without an eXIf chunk before its pixels."""
+def _plain_png(data: bytes, colour: int) -> bool:
+    """8-bit PNG of ``colour`` type (0 grey, 2 RGB), complete, within Pillow's size limit, without a tRNS chunk
+    and without an eXIf chunk anywhere (Pillow reads one after the pixels too): transparency and orientation
+    are Pillow's to decide."""
     if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR" or data[-8:-4] != b"IEND" or len(data) < 33:
         return False
-    w, h, depth, colour = struct.unpack(">IIBB", data[16:26])
+    w, h, depth, kind = struct.unpack(">IIBB", data[16:26])
     limit = pixel_limit()
-    if depth != 8 or colour != 2 or (limit is not None and w * h > limit):
+    if depth != 8 or kind != colour or (limit is not None and w * h > limit):
         return False
-    pos = 8
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        if kind == b"IDAT":
-            return True
-        if kind == b"eXIf":
+    pos, pixels = 8, False
+    while pos + 8 <= len(data):  # chunk headers only: a few hundred per camera-size file
+        length, chunk = struct.unpack(">I4s", data[pos:pos + 8])
+        if chunk in (b"eXIf", b"tRNS"):
             return False
+        pixels |= chunk == b"IDAT"
         pos += 12 + length
-    return False
+    return pixels
 
 
-def _fast_png(data: bytes) -> np.ndarray | None:
+def _fast_png(data: bytes, grey: bool = False) -> np.ndarray | None:
+    """RGB (or, with ``grey``, single-channel) pixels through OpenCV's libpng, or None where Pillow must decide."""
     cv2 = _cv2()
-    if cv2 is None or not _plain_rgb_png(data):
+    if cv2 is None or not _plain_png(data, 0 if grey else 2):
         return None
-    out = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
-    return None if out is None or out.ndim != 3 else out
+    out = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED if grey else cv2.IMREAD_COLOR_RGB)
+    return None if out is None or out.ndim != (2 if grey else 3) else out
 
 
 def _fast_decode(path: str, exif: bool) -> np.ndarray | None:
@@ -230,6 +232,17 @@ def _label_pixels(im: Image.Image) -> np.ndarray:
     return np.empty((0, 0), np.uint8)  # refused below, outside the decoding guard
 
 
+def _fast_label(path: str) -> tuple[str, str, np.ndarray] | None:
+    """("PNG", "L", ids) of an 8-bit greyscale PNG label through OpenCV (the common mask format), else None."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None  # Pillow raises the error naming the file
+    ids = _fast_png(data, grey=True)
+    return None if ids is None else ("PNG", "L", ids)
+
+
 def decode_label(path: str, class_set: ClassSet | None, exif: bool = True,
                  label_map: LabelMap | None = None) -> np.ndarray:
     """Class ids uint8 (H, W) with 255 = ignore.
@@ -241,7 +254,7 @@ def decode_label(path: str, class_set: ClassSet | None, exif: bool = True,
     be decoded raises OSError; values (or colours) that are not class ids raise LabelDecodeError;
     both name the file.
     """
-    fmt, mode, values = _pixels(path, exif, _label_pixels)
+    fmt, mode, values = _fast_label(path) or _pixels(path, exif, _label_pixels)
     if fmt == "JPEG":
         raise LabelDecodeError(f"{path}: a JPEG label: lossy compression changes class ids and colours near every "
                                "edge; labels must be stored losslessly (PNG)")
@@ -265,13 +278,14 @@ def decode_label(path: str, class_set: ClassSet | None, exif: bool = True,
     else:
         raise LabelDecodeError(f"{path}: label image mode {mode!r} is not a class-id mask")
     mask = _to_class_ids(path, mask, label_map)
-    if class_set is not None:
+    # two counting passes instead of three boolean temporaries: this runs on every training sample
+    if class_set is not None and (np.count_nonzero(mask >= class_set.num_classes)
+                                  != np.count_nonzero(mask == IGNORE_INDEX)):
         bad = (mask >= class_set.num_classes) & (mask != IGNORE_INDEX)
-        if bad.any():
-            found = sorted(set(np.unique(mask[bad]).tolist()))[:8]
-            raise LabelDecodeError(
-                f"{path}: label values {found} outside {class_set.name} (0..{class_set.num_classes - 1}, "
-                f"{IGNORE_INDEX} = ignore) in {int(bad.sum())} pixels")
+        found = sorted(set(np.unique(mask[bad]).tolist()))[:8]
+        raise LabelDecodeError(
+            f"{path}: label values {found} outside {class_set.name} (0..{class_set.num_classes - 1}, "
+            f"{IGNORE_INDEX} = ignore) in {int(bad.sum())} pixels")
     return np.ascontiguousarray(mask)
 
 

@@ -16,13 +16,14 @@ from torch.utils.data import DataLoader
 
 from proveseg.config import DataConfig, GeneratedSourceConfig
 from proveseg.data.classes import ClassSet, resolve_class_set
-from proveseg.data.collate import collate_samples
+from proveseg.data.collate import BatchCollator
 from proveseg.data.dataset import SegmentationDataset
 from proveseg.data.labelmap import check_label_map_targets
 from proveseg.data.manifest import ManifestError, ManifestReport, validate_manifest
 from proveseg.data.plan import BatchPlanSpec, Group, Member, cumulative_counts
 from proveseg.data.records import KINDS, NOISE_SOURCE, RecordTable
 from proveseg.data.sampler import PlanBatchSampler
+from proveseg.data.shmpool import BatchBufferPool, PooledLoader
 from proveseg.data.transforms import TransformSpec
 from proveseg.readers import SourceConfig, read_source
 
@@ -108,7 +109,11 @@ class TrainingData:
 
             loader = DataLoader(EncodedDataset(self.dataset), collate_fn=collate_encoded, **options)
             return DeviceDecodedLoader(loader, self.dataset.transform, self.dataset.seed, device)
-        return DataLoader(self.dataset, collate_fn=collate_samples, **options)
+        if workers == 0:
+            return DataLoader(self.dataset, collate_fn=BatchCollator(), **options)
+        # a worker holds up to prefetch_factor batches in flight; two more cover the consumer's current one
+        pool = BatchBufferPool(workers, options["prefetch_factor"] + 2)
+        return PooledLoader(DataLoader(self.dataset, collate_fn=BatchCollator(pool), **options), pool)
 
 
 def manifest_failure(report: ManifestReport) -> str:
