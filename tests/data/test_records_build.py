@@ -37,3 +37,18 @@ def test_from_columns_keeps_string_arrays_and_broadcasts_constants() -> None:
     assert table.image.tolist() == ["b.jpg", "a.jpg"]
     assert table.dataset.tolist() == ["d", "d"] and table.kind.tolist() == ["real", "real"]
     assert table.label.tolist() == ["", ""] and table.domain.tolist() == ["x", "y"]
+
+
+def test_row_order_equals_arrows_three_key_stable_sort() -> None:
+    import pyarrow.compute as pc
+
+    from proveseg.data.manifest import _sorted_order
+
+    rng = np.random.default_rng(3)
+    n = 5000
+    dataset = pa.array(rng.choice(["acdc", "bdd10k", "Cityscapes", "idd-aw", "é-set"], n).tolist())
+    domain = pa.array(rng.choice(["fog", "night", "rainy", "snowy", "Fog"], n).tolist())
+    image = pa.array([f"g/{v}.jpg" for v in rng.integers(0, 400, n)])  # many ties: stability shows
+    expected = pc.sort_indices(pa.table({"d": dataset, "m": domain, "i": image}),
+                               sort_keys=[("d", "ascending"), ("m", "ascending"), ("i", "ascending")])
+    assert np.array_equal(_sorted_order(dataset, domain, image).to_numpy(), expected.to_numpy())

@@ -97,9 +97,7 @@ class ManifestReport:
         than validating the manifest, and grew worse than linearly.
         """
         cols = self._columns
-        keys = pa.table({"dataset": cols["dataset"], "domain": cols["target_domain"], "image": cols["generated_path"]})
-        order = pc.sort_indices(keys, sort_keys=[("dataset", "ascending"), ("domain", "ascending"),
-                                                 ("image", "ascending")])
+        order = _sorted_order(cols["dataset"], cols["target_domain"], cols["generated_path"])
         c = {name: _numpy_strings(pc.take(column, order)) for name, column in cols.items()}
         pairs = {}
         if "image2_path" in c:
@@ -125,6 +123,28 @@ class ManifestReport:
     def as_dict(self) -> dict[str, object]:
         return {"manifest": self.path, "generator": self.generator, "extra_columns": list(self.extra_columns),
                 "datasets": {k: v.as_dict() for k, v in sorted(self.datasets.items())}}
+
+
+def _sorted_order(dataset: pa.Array, domain: pa.Array, image: pa.Array) -> pa.Array:
+    """Row order by (dataset, domain, image), stable: one string sort of ``image``, then the few
+    (dataset, domain) groups by a stable integer sort (numpy's radix sort for 16-bit codes).
+
+    Arrow's three-key string sort compared the dataset and domain strings in every comparison and
+    grew 1.8x per row from 100k to 1M rows; this is 1.5x and a third faster at 1M.
+    """
+    if dataset.null_count or domain.null_count:
+        keys = pa.table({"dataset": dataset, "domain": domain, "image": image})
+        return pc.sort_indices(keys, sort_keys=[("dataset", "ascending"), ("domain", "ascending"),
+                                                ("image", "ascending")])
+    by_image = pc.array_sort_indices(image).to_numpy()
+    codes = np.zeros(len(image), np.int64)
+    for column in (dataset, domain):
+        encoded = pc.dictionary_encode(column)
+        rank = np.empty(len(encoded.dictionary), np.int64)  # the dictionary's values in Arrow's string order
+        rank[pc.array_sort_indices(encoded.dictionary).to_numpy()] = np.arange(len(rank))
+        codes = codes * len(rank) + rank[encoded.indices.to_numpy()]
+    small = codes.astype(np.int16) if codes.max(initial=0) < 2**15 else codes
+    return pa.array(by_image[np.argsort(small[by_image], kind="stable")])
 
 
 def _numpy_strings(column: pa.Array) -> np.ndarray:
