@@ -21,7 +21,7 @@ from proveseg.data.decode import decode_label, load_image
 from proveseg.data.records import RecordTable
 from proveseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from proveseg.evaluate.confusion import confusion_matrix
-from proveseg.evaluate.inference import InferenceSpec
+from proveseg.evaluate.inference import InferenceSpec, class_ids
 from proveseg.evaluate.metrics import mean_iou
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def block_majority(mask: np.ndarray, block: int, num_classes: int) -> np.ndarray
 @torch.no_grad()
 def _predict(model: SegmentationModel, path: str, spec: InferenceSpec, device: str) -> np.ndarray:
     x = F.normalize(load_image(path).float().div(255), list(IMAGENET_MEAN), list(IMAGENET_STD))[None].to(device)
-    return model.predict(x, spec).argmax(1)[0].cpu().numpy().astype(np.uint8)
+    return class_ids(model.predict(x, spec))[0].cpu().numpy().astype(np.uint8)
 
 
 def consistency_report(model: SegmentationModel, records: RecordTable, class_set: ClassSet,

@@ -19,7 +19,7 @@ from proveseg.data.dataset import SegmentationDataset
 from proveseg.data.records import RecordTable
 from proveseg.data.transforms import TransformSpec, to_model_input
 from proveseg.evaluate.confusion import confusion_matrix_torch
-from proveseg.evaluate.inference import InferenceSpec
+from proveseg.evaluate.inference import InferenceSpec, class_ids
 from proveseg.evaluate.metrics import summarize
 from proveseg.readers import SourceConfig, read_source
 
@@ -54,7 +54,7 @@ def evaluate_model(model: SegmentationModel, records: RecordTable, class_set: Cl
     model = model.to(device).eval()
     matrices, domains, images = [], [], []
     for batch in loader:
-        pred = model.predict(to_model_input(batch["image"].to(device)), spec).argmax(dim=1)
+        pred = class_ids(model.predict(to_model_input(batch["image"].to(device)), spec))
         mask = batch["mask"].to(device)
         for j in range(len(pred)):
             matrices.append(confusion_matrix_torch(mask[j], pred[j], class_set.num_classes).cpu())

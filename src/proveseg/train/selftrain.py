@@ -19,6 +19,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from proveseg.config import SelfTrainConfig
 from proveseg.data.classes import IGNORE_INDEX
+from proveseg.evaluate.inference import class_ids
 from proveseg.models import SegmentationModel
 
 __all__ = ["DEFAULT_CLASS_THRESHOLD", "SelfTrainer", "strong_view"]
@@ -134,7 +135,7 @@ class SelfTrainer:
             return None
         self.teacher.eval()
         with torch.no_grad():
-            pred = self._scores(images).argmax(dim=1)
+            pred = class_ids(self._scores(images))
         return float((pred[valid] == masks[valid]).float().mean())
 
     def update(self, student: nn.Module) -> None:

@@ -23,6 +23,7 @@ import torch.distributed as dist
 from proveseg.config import TrainConfig
 from proveseg.data.classes import IGNORE_INDEX
 from proveseg.data.transforms import to_model_input
+from proveseg.evaluate.inference import class_ids
 from proveseg.train.selftrain import strong_view
 from proveseg.train.state import TrainState
 
@@ -120,7 +121,7 @@ def _micro_step(state: TrainState, batch: dict[str, Any], opts: StepOptions, mic
     if opts.logged(state.iteration + 1):  # a full argmax (and a host sync) only when it is logged
         with torch.no_grad():
             valid = masks != IGNORE_INDEX
-            log.correct += int((model.pixel_logits(labeled).argmax(1)[valid] == masks[valid]).sum())
+            log.correct += int((class_ids(model.pixel_logits(labeled))[valid] == masks[valid]).sum())
             log.labeled_px += int(valid.sum())
     scaled = loss / opts.accum
     (state.scaler.scale(scaled) if state.scaler else scaled).backward()
