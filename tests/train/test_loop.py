@@ -143,3 +143,14 @@ def test_min_iters_delays_early_stopping(config_factory) -> None:  # type: ignor
     evals = [json.loads(x) for x in (cfg.output_dir / "log.jsonl").read_text().splitlines() if '"eval"' in x]
     assert all(not e["early_stop"] for e in evals if e["iteration"] < 8)
     assert result.iterations >= 8
+
+
+def test_two_loader_workers_train_bit_identically_to_none(config_factory) -> None:  # type: ignore[no-untyped-def]
+    """Worker batches come through reused shared memory (data/shmpool.py): the same samples, the same weights."""
+    plain: RunConfig = config_factory("plain", max_iters=8, eval_interval=100)
+    pooled: RunConfig = config_factory("pooled", max_iters=8, eval_interval=100)
+    pooled = pooled.model_copy(update={"data": pooled.data.model_copy(update={"num_workers": 2})})
+    a, b = train(plain), train(pooled)
+    assert a.sequence_sha256 == b.sequence_sha256
+    wa, wb = _weights(plain.output_dir / "checkpoints/last.pt"), _weights(pooled.output_dir / "checkpoints/last.pt")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
