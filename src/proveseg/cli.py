@@ -173,7 +173,7 @@ def _generated_records(manifest: str, class_set: Any, limit: int | None, label_m
 def cmd_stats(args: argparse.Namespace) -> int:
     from proveseg.evaluate.imagestats import generator_stats
 
-    stats = generator_stats(_generated_records(args.manifest, args.class_set, args.limit))
+    stats = generator_stats(_generated_records(args.manifest, args.class_set, args.limit, _label_map(args)))
     if args.json:
         print(json.dumps(stats, indent=2, sort_keys=True))
         return 0
@@ -586,6 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifest", help="manifest file (csv or jsonl)")
     p.add_argument("--class-set", default="cityscapes19", help="built-in name or class table (csv/yaml)")
     p.add_argument("--limit", type=int, default=None, help="at most this many rows, evenly spread")
+    _label_map_args(p)  # label boundaries are drawn between class ids, not raw ids
     p.add_argument("--json", action="store_true", help="print the statistics as JSON")
     p.set_defaults(func=cmd_stats)
 

@@ -93,3 +93,25 @@ def test_stats_equal_a_direct_per_image_computation(tiny_benchmark: Path) -> Non
         assert s["images"] == len(rows)
         assert s["mean_abs_diff"] == pytest.approx(float(np.mean(diffs)), rel=1e-12)
         assert s["layout_score"] == pytest.approx(float(np.mean(gen_align) / np.mean(orig_align)), rel=1e-12)
+
+
+def test_stats_draw_label_boundaries_between_class_ids_through_the_label_map(tiny_benchmark: Path) -> None:
+    from proveseg.data.decode import decode_image, decode_label
+    from proveseg.data.labelmap import LabelMap
+    from proveseg.data.manifest import validate_manifest
+    from proveseg.evaluate.imagestats import boundary_band, edge_alignment, generator_stats
+
+    merged = LabelMap.from_pairs({i: i % 2 for i in range(19)}, "test map")  # 19 classes into 2
+    records = validate_manifest(tiny_benchmark / "generated/faithful/manifest.csv").records
+    mapped = generator_stats(records.with_label_map("faithful", merged))["faithful"]
+    raw = generator_stats(records)["faithful"]
+    for domain, s in mapped.items():
+        rows = [records.row(i) for i in np.flatnonzero(records.domain == domain).tolist()]
+        gen_align, orig_align = [], []
+        for r in rows:
+            gen, orig = decode_image(r["image"]).astype(np.float32), decode_image(r["origin"]).astype(np.float32)
+            band = boundary_band(decode_label(r["label"], None, label_map=merged))
+            gen_align.append(edge_alignment(gen, band))
+            orig_align.append(edge_alignment(orig, band))
+        assert s["layout_score"] == pytest.approx(float(np.mean(gen_align) / np.mean(orig_align)), rel=1e-12)
+    assert any(mapped[d]["layout_score"] != raw[d]["layout_score"] for d in mapped)  # the map did change the band

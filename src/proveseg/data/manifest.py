@@ -23,7 +23,7 @@ import csv
 import difflib
 import io
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -202,12 +202,29 @@ def _read_manifest(path: Path) -> tuple[np.ndarray, dict[str, pa.Array], list[st
     return numbers, {c: _trim(pa.array(v, pa.string())) for c, v in rows.items()}, _header_names(raw)
 
 
-def _resembles(name: str) -> str | None:
+# Other tools' names for the contract columns. Such a column is taken for the contract column only
+# when that column is missing; beside it, it is an ordinary extra column (an "image" id, say).
+_SYNONYMS = {
+    "generated_path": ("image", "image_path", "img", "img_path", "gen", "gen_path", "generated", "generated_image",
+                       "fake", "fake_path", "output", "output_path", "translated", "translated_path"),
+    "original_path": ("original", "orig", "orig_path", "original_image", "src", "src_path", "source_image",
+                      "source_path", "input", "input_path", "real", "real_path"),
+    "label_path": ("label", "labels", "mask", "mask_path", "gt", "gt_path", "annotation", "annotation_path",
+                   "seg", "seg_path", "segmentation"),
+    "target_domain": ("domain", "target", "condition", "weather", "target_condition", "target_weather"),
+    "source_domain": ("source_condition", "source_weather"),
+}
+
+
+def _resembles(name: str, header: Sequence[str] = ()) -> str | None:
     """The contract or pair column that ``name`` looks like under another spelling, or None."""
     known = (*MANIFEST_COLUMNS, *PAIR_COLUMNS)
     if name in known:
         return None
     key = name.strip().lower().replace("-", "_").replace(" ", "_")
+    for column, names in _SYNONYMS.items():
+        if key in names:
+            return None if column in header else column
     stem = key.removesuffix("path").rstrip("_").replace("mask", "label")
     for column in known:
         if stem in (column, column.removesuffix("_path")):
@@ -219,7 +236,7 @@ def _resembles(name: str) -> str | None:
 def _check_column_names(path: Path, header: list[str]) -> None:
     """Refuse a column that looks like a contract or pair column misspelled: it would be ignored silently."""
     for name in header:
-        like = _resembles(name)
+        like = _resembles(name, header)
         if like is not None:
             raise ManifestError(
                 f"{path}: column {name!r} looks like {like!r} and would be ignored; rename it {like!r} (the "

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from proveseg.data.decode import decode_image, decode_label
+from proveseg.data.labelmap import LabelMap
 from proveseg.data.records import RecordTable
 
 __all__ = ["boundary_band", "edge_alignment", "generator_stats"]
@@ -45,11 +46,15 @@ def edge_alignment(image: np.ndarray, band: np.ndarray, quantile: float = 0.9) -
 _Result = tuple[np.ndarray, np.ndarray, float, float, float]
 
 
-def _per_original(task: tuple[str, str, list[str]]) -> list[_Result]:
-    """Statistics of each generated image made from one original, which is decoded once for all."""
-    orig_path, label_path, generated = task
+def _per_original(task: tuple[str, str, LabelMap | None, list[str]]) -> list[_Result]:
+    """Statistics of each generated image made from one original, which is decoded once for all.
+
+    The boundary band is drawn on class ids: through the source's label map when it has one, so
+    that raw ids merged into one class (or into ignore) draw no boundary the model is asked for.
+    """
+    orig_path, label_path, label_map, generated = task
     orig = decode_image(orig_path).astype(np.float32)
-    band = boundary_band(decode_label(label_path, None))
+    band = boundary_band(decode_label(label_path, None, label_map=label_map))
     orig_mean, orig_std, orig_align = orig.mean(axis=(0, 1)), orig.std(), edge_alignment(orig, band)
     out = []
     for gen_path in generated:
@@ -64,11 +69,13 @@ def _per_original(task: tuple[str, str, list[str]]) -> list[_Result]:
 
 def generator_stats(records: RecordTable, threads: int = 2) -> dict[str, dict[str, dict[str, object]]]:
     """{generator: {target domain: statistics}} over generated ``records`` (kind ``generated``)."""
-    rows_of: dict[tuple[str, str], list[int]] = defaultdict(list)  # one task per (original, label)
-    for i, key in enumerate(zip(records.origin.tolist(), records.label.tolist(), strict=True)):
+    rows_of: dict[tuple[str, str, str], list[int]] = defaultdict(list)  # a task per (original, label, source)
+    for i, key in enumerate(zip(records.origin.tolist(), records.label.tolist(), records.source.tolist(),
+                                strict=True)):
         rows_of[key].append(i)
     images = records.image.tolist()
-    tasks = [(orig, label, [images[i] for i in rows]) for (orig, label), rows in rows_of.items()]
+    tasks = [(orig, label, records.label_maps.get(source), [images[i] for i in rows])
+             for (orig, label, source), rows in rows_of.items()]
     with ThreadPoolExecutor(max(1, threads)) as pool:  # decoding releases the GIL
         per_task = list(pool.map(_per_original, tasks))
     results: dict[int, _Result] = {}
