@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,6 +76,17 @@ def test_status_of_slurm_jobs(tmp_path: Path) -> None:
     assert run_status(run, 10, None)["state"] == "running"  # squeue does not answer: the run's files decide
     row = run_status(run, 10, {})  # left the queue without a result file
     assert row["state"] == "failed" and "ended without a result" in row["reason"] and row["job_id"] == "7_1"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from proveseg.rundir import RunLock; "
+                               f"RunLock({str(run)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:  # the job ended, and a local `proveseg run` trains the run now: running, not failed
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        row = run_status(run, 10, {})
+        assert row["state"] == "running" and "7_1 has ended" in row["reason"]
+        assert "holds the run's lock" in row["reason"]
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_status_table_and_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

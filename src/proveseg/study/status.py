@@ -25,8 +25,12 @@ STATES = ("queued", "running", "done", "failed", "preempted", "not started")
 
 
 def _slurm_state(job: dict[str, Any] | None, queue: dict[str, tuple[str, str]] | None, file_state: str,
-                 reason: str) -> tuple[str, str] | None:
-    """(state, reason) from the run's Slurm job, or None when the job does not decide it."""
+                 holder: str | None) -> tuple[str, str] | None:
+    """(state, reason) from the run's Slurm job, or None when the job does not decide it.
+
+    ``holder`` is whoever holds the run's lock outside this process: a job that left the queue
+    while someone else (a local ``proveseg run``, say) trains the run decides nothing.
+    """
     if job is None or file_state == "done":
         return None
     job_id = str(job["job_id"])
@@ -40,6 +44,8 @@ def _slurm_state(job: dict[str, Any] | None, queue: dict[str, tuple[str, str]] |
         return "queued", "; ".join(parts)
     if queue is None:  # the scheduler does not answer: the run's own files decide
         return ("running", "squeue did not answer: from the run's status file") if file_state == "running" else None
+    if holder is not None:
+        return "running", f"its Slurm job {job_id} has ended; {holder} holds the run's lock"
     outcome = job_outcome(job)
     if outcome is not None and outcome[0] == "error":
         return "failed", outcome[1]
@@ -56,12 +62,13 @@ def run_status(run_dir: str | Path, max_iters: int, queue: dict[str, tuple[str, 
     job = read_job(run_dir)
     row = run_progress(run_dir, max_iters) if file_state != "done" else {
         **run_progress(run_dir, max_iters), "it_s": None}
-    decided = _slurm_state(job, queue, file_state, reason)
+    holder = RunLock(run_dir).held_elsewhere()
+    decided = _slurm_state(job, queue, file_state, holder)
     if decided is not None:
         state, reason = decided
     elif file_state == "done":
         state = "done"
-    elif RunLock(run_dir).held_elsewhere():
+    elif holder:
         state, reason = "running", ""
     elif file_state == "failed" and reason.startswith("preempted"):
         state = "preempted"
