@@ -11,6 +11,10 @@ nothing was measured (never a figure it did not take).
 3. Workers needed: the faster training rate x batch, over one CPU loader worker's images/s on
    512x1024 JPEG + PNG (the training loader with 0 workers, no crop, measured in this run).
 
+Targets (none of them ever measured on the development machines, which have no GPU): the fast
+path >= 1.5x fp32's it/s (bf16 tensor cores on any Ampere or later GPU), nvJPEG >= 4x one CPU
+core, and no more loader workers needed than the machine has cores.
+
 ``--device cpu --models unet_micro --size 64 128`` runs the same code on a CPU (a smoke test of
 this script; its figures say nothing about a GPU).
 """
@@ -154,7 +158,8 @@ def main() -> None:
         for k, values in by.items():
             med = float(np.median(values))
             best = max(best, med)
-            tail = "  (baseline)" if k == "fp32" else f"  -> {med / base:.2f}x fp32"
+            tail = "  (baseline)" if k == "fp32" else (
+                f"  -> {med / base:.2f}x fp32 (target >= 1.5x: {'met' if med / base >= 1.5 else 'NOT met'})")
             print(f"  {model:20s} {k:28s} {min(values):7.2f} / {med:7.2f} it/s{tail}")
     with tempfile.TemporaryDirectory() as tmp:
         big, small = Path(tmp, "big"), Path(tmp, "small")
@@ -163,12 +168,14 @@ def main() -> None:
         _write(big, 1024, 2048, BATCH)
         gpu, cpu = decode_rates(big, device)
         print(f"  JPEG decode 1024x2048: nvJPEG {gpu:.1f} images/s (batches of {BATCH}) vs libjpeg-turbo "
-              f"{cpu:.1f} images/s on one core -> {gpu / cpu:.1f}x")
+              f"{cpu:.1f} images/s on one core -> {gpu / cpu:.1f}x "
+              f"(target >= 4x: {'met' if gpu / cpu >= 4 else 'NOT met'})")
         worker = loader_worker_rate(_write(small, 512, 1024, 4 * BATCH), 4 * BATCH)
     need = best * BATCH / worker
     print(f"  loader workers to keep it busy: {best:.2f} it/s x {BATCH} = {best * BATCH:.0f} images/s over "
           f"{worker:.1f} images/s per worker (512x1024 JPEG + PNG, no crop) -> {need:.1f} workers "
-          f"({os.cpu_count()} cores here)")
+          f"({os.cpu_count()} cores here; target: no more than the cores: "
+          f"{'met' if need <= (os.cpu_count() or 1) else 'NOT met'})")
 
 
 if __name__ == "__main__":
