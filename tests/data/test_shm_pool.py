@@ -65,3 +65,37 @@ def test_batches_a_consumer_keeps_are_never_overwritten(tmp_path: Path) -> None:
         assert np.array_equal(mask.numpy(), reference[b]["mask"][:, 2:])
     for _b, storage, index in storages:
         assert torch.equal(torch.empty(0, dtype=torch.int64).set_(storage, 0, index.shape), index)
+
+
+def test_passes_cut_short_give_their_prefetched_segments_back(tmp_path: Path) -> None:
+    data = _data(tmp_path)
+    reference = [_snapshot(b) for b in data.loader(0, 24, num_workers=0)]
+    loader = data.loader(0, 24, num_workers=2)
+    assert isinstance(loader, PooledLoader)
+    kept = None
+    for _ in range(5):  # the DataLoader drops what it prefetched; those segments must not stay taken
+        for b, batch in enumerate(loader):
+            if b == 1:
+                kept = batch
+                break
+    released = loader.pool.released
+    for expected, batch in zip(reference, loader, strict=True):
+        assert _equal(expected, batch)
+    assert loader.pool.released - released > 15  # the pool still reuses after the cut passes
+    assert kept is not None and _equal(reference[1], kept)  # and never under a batch still held
+
+
+def test_a_pooled_loader_needs_persistent_workers_and_copies(tmp_path: Path) -> None:
+    import copy
+
+    import pytest
+    from torch.utils.data import DataLoader
+
+    from proveseg.data.shmpool import BatchBufferPool
+
+    with pytest.raises(ValueError, match="persistent workers"):
+        PooledLoader(DataLoader(range(4), num_workers=1), BatchBufferPool(1, 2))
+    loader = _data(tmp_path).loader(0, 4, num_workers=1)
+    assert isinstance(loader, PooledLoader) and len(copy.copy(loader)) == 4
+    plain = _data(tmp_path).loader(0, 4, num_workers=1, reuse_worker_memory=False)
+    assert not isinstance(plain, PooledLoader) and all(SLOT_KEY not in b for b in plain)

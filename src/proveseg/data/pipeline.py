@@ -86,12 +86,15 @@ class TrainingData:
         }
 
     def loader(self, start: int, stop: int, rank: int = 0, num_workers: int | None = None,
-               pin_memory: bool | None = None, device: torch.device | None = None) -> Iterable[dict[str, Any]]:
+               pin_memory: bool | None = None, device: torch.device | None = None,
+               reuse_worker_memory: bool = True) -> Iterable[dict[str, Any]]:
         """Batches ``start..stop-1`` of the plan for ``rank`` (a DataLoader).
 
         Images arrive uint8 (the consumer normalises on its device, see ``to_model_input``).
         ``pin_memory`` None follows ``data.pin_memory`` (auto: pinned when CUDA is available). With
         ``data.decode_device: cuda`` and a CUDA ``device``, JPEGs are decoded there (``gpudecode``).
+        With workers, batches come through reused shared memory (:mod:`proveseg.data.shmpool`):
+        clone a batch before handing it to another process, or pass ``reuse_worker_memory=False``.
         """
         cfg = self.config
         workers = cfg.num_workers if num_workers is None else num_workers
@@ -109,7 +112,7 @@ class TrainingData:
 
             loader = DataLoader(EncodedDataset(self.dataset), collate_fn=collate_encoded, **options)
             return DeviceDecodedLoader(loader, self.dataset.transform, self.dataset.seed, device)
-        if workers == 0:
+        if workers == 0 or not reuse_worker_memory:
             return DataLoader(self.dataset, collate_fn=BatchCollator(), **options)
         # a worker holds up to prefetch_factor batches in flight; two more cover the consumer's current one
         pool = BatchBufferPool(workers, options["prefetch_factor"] + 2)

@@ -12,6 +12,13 @@ more (every tensor, view and storage of the batch dropped: torch's own ``Storage
 it expired) or that the batch was copied out of it (pinned memory). Until then the worker takes a
 fresh segment, which is what torch does anyway: a consumer that keeps its batches keeps them
 intact and only loses the reuse.
+
+The references counted are the training process's: a batch handed to another process (through a
+``torch.multiprocessing`` queue, say) must be cloned first, or the loader built with
+``reuse_worker_memory=False`` (torch's fresh segment per batch). A new pass over the loader takes
+back the segments of batches that were prefetched for the previous pass and never delivered
+(persistent workers drop them when a pass is cut short); so the pool requires persistent workers,
+whose dropped batches can never arrive later.
 """
 
 from __future__ import annotations
@@ -36,10 +43,12 @@ class BatchBufferPool:
     through :meth:`track`, which hands segments back once nothing references them.
     """
 
-    def __init__(self, workers: int, slots: int) -> None:
+    def __init__(self, workers: int, slots: int, context: Any = None) -> None:
         self.slots = slots
-        # 1 = the segment's last batch is released: its worker may write it; taken and freed under the lock
-        self._free = multiprocessing.Array(ctypes.c_uint8, [1] * (workers * slots))
+        # 1 = the segment's last batch is released: its worker may write it; taken and freed under the lock.
+        # Made in the workers' multiprocessing context: a lock from another one cannot be passed to them.
+        ctx = multiprocessing.get_context(context) if isinstance(context, str) else (context or multiprocessing)
+        self._free = ctx.Array(ctypes.c_uint8, [1] * (workers * slots))
         self._mine: dict[int, dict[str, torch.UntypedStorage]] = {}  # worker side: this worker's segments
         self._held: list[tuple[int, list[StorageWeakRef]]] = []  # main side: batches out with the consumer
         self.reused = 0  # worker side: batches written into a segment that had been used before
@@ -90,6 +99,23 @@ class BatchBufferPool:
                 self._release(slot)
         return batch
 
+    def reclaim(self) -> None:
+        """Main process, before a new pass: every segment not under a batch the consumer still holds is free.
+
+        The others held batches prefetched for the previous pass, which the DataLoader drops when
+        it starts the next one (persistent workers), so they can never be delivered.
+        """
+        self._held = [(k, refs) for k, refs in self._held if not all(ref.expired() for ref in refs)]
+        held = {k for k, _ in self._held}
+        with self._free.get_lock():
+            for k in range(len(self._free)):
+                if k not in held and not self._free[k]:
+                    self._free[k] = 1
+
+    def __getstate__(self) -> dict[str, Any]:
+        # workers get the shared flags, never the main process's weak references (raw pointers) or segments
+        return {**self.__dict__, "_held": [], "_mine": {}}
+
     def _release(self, k: int) -> None:
         with self._free.get_lock():
             self._free[k] = 1
@@ -100,14 +126,19 @@ class PooledLoader:
     """A DataLoader whose batches come through a :class:`BatchBufferPool` (same length, same batches)."""
 
     def __init__(self, loader: torch.utils.data.DataLoader[Any], pool: BatchBufferPool) -> None:
+        if not loader.persistent_workers:
+            raise ValueError("a pooled loader needs persistent workers (see proveseg.data.shmpool)")
         self.loader, self.pool = loader, pool
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self) -> Any:
+        self.pool.reclaim()  # before the DataLoader restarts (and drops what the last pass prefetched)
         for batch in self.loader:
             yield self.pool.track(batch)
 
     def __getattr__(self, name: str) -> Any:  # batch_sampler, dataset, num_workers, ... as on the DataLoader
+        if name in ("loader", "pool"):  # not set yet (copy, unpickling): no recursion through __getattr__
+            raise AttributeError(name)
         return getattr(self.loader, name)
