@@ -99,3 +99,19 @@ def test_a_pooled_loader_needs_persistent_workers_and_copies(tmp_path: Path) -> 
     assert isinstance(loader, PooledLoader) and len(copy.copy(loader)) == 4
     plain = _data(tmp_path).loader(0, 4, num_workers=1, reuse_worker_memory=False)
     assert not isinstance(plain, PooledLoader) and all(SLOT_KEY not in b for b in plain)
+
+
+def test_without_workers_buffers_are_reused_only_once_nothing_else_holds_them(tmp_path: Path) -> None:
+    data = _data(tmp_path)
+    reference = [_snapshot(b) for b in data.loader(0, 24, num_workers=0, reuse_worker_memory=False)]
+    loader = data.loader(0, 24, num_workers=0)
+    pool = loader.collate_fn.pool  # type: ignore[attr-defined]
+    for expected, batch in zip(reference, loader, strict=True):  # streaming: reused
+        assert _equal(expected, batch)
+    assert pool.reused > 15
+    kept = list(loader)  # all kept: none may be written again
+    views = [(b, batch["image"].numpy()[0]) for b, batch in enumerate(loader)]  # only a numpy view kept
+    for expected, batch in zip(reference, kept, strict=True):
+        assert _equal(expected, batch)
+    for b, view in views:
+        assert np.array_equal(view, reference[b]["image"][0])

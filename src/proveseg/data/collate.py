@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch.utils.data import default_collate
 
-from proveseg.data.shmpool import SLOT_KEY, BatchBufferPool
+from proveseg.data.shmpool import SLOT_KEY, BatchBufferPool, LocalBufferPool
 
 __all__ = ["BatchCollator", "collate_samples"]
 
@@ -60,7 +60,7 @@ def _stack_into(values: list[torch.Tensor], storage: torch.UntypedStorage) -> to
 class BatchCollator:
     """Collate samples into a batch; tensors go into pooled worker buffers when ``pool`` is given."""
 
-    def __init__(self, pool: BatchBufferPool | None = None) -> None:
+    def __init__(self, pool: BatchBufferPool | LocalBufferPool | None = None) -> None:
         self.pool = pool
 
     def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from proveseg.data.manifest import ManifestError, ManifestReport, validate_manif
 from proveseg.data.plan import BatchPlanSpec, Group, Member, cumulative_counts
 from proveseg.data.records import KINDS, NOISE_SOURCE, RecordTable
 from proveseg.data.sampler import PlanBatchSampler
-from proveseg.data.shmpool import BatchBufferPool, PooledLoader
+from proveseg.data.shmpool import BatchBufferPool, LocalBufferPool, PooledLoader
 from proveseg.data.transforms import TransformSpec
 from proveseg.readers import SourceConfig, read_source
 
@@ -112,7 +112,9 @@ class TrainingData:
 
             loader = DataLoader(EncodedDataset(self.dataset), collate_fn=collate_encoded, **options)
             return DeviceDecodedLoader(loader, self.dataset.transform, self.dataset.seed, device)
-        if workers == 0 or not reuse_worker_memory:
+        if workers == 0:
+            return DataLoader(self.dataset, collate_fn=BatchCollator(LocalBufferPool()), **options)
+        if not reuse_worker_memory:
             return DataLoader(self.dataset, collate_fn=BatchCollator(), **options)
         # a worker holds up to prefetch_factor batches in flight; two more cover the consumer's current one
         pool = BatchBufferPool(workers, options["prefetch_factor"] + 2)

@@ -31,7 +31,7 @@ import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils.data import get_worker_info
 
-__all__ = ["SLOT_KEY", "BatchBufferPool", "PooledLoader"]
+__all__ = ["SLOT_KEY", "BatchBufferPool", "LocalBufferPool", "PooledLoader"]
 
 SLOT_KEY = "_proveseg_slot"  # travels with a pooled batch from the worker; the main process removes it
 
@@ -120,6 +120,40 @@ class BatchBufferPool:
         with self._free.get_lock():
             self._free[k] = 1
         self.released += 1
+
+
+_use_count = getattr(torch._C, "_storage_Use_Count", None)  # private; without it every batch gets fresh memory
+
+
+class LocalBufferPool:
+    """Batch buffers reused within one process (a loader without workers).
+
+    Glibc maps every allocation as large as a batch (64 MB at 1024x2048, batch 8) afresh and
+    faults each page in again. Here a buffer is reused once the pool holds its only reference: a
+    batch, view, numpy array or storage the consumer keeps holds another, so the buffer under
+    it is never written.
+    """
+
+    def __init__(self, slots: int = 3) -> None:
+        self._slots: list[dict[str, torch.UntypedStorage]] = []
+        self.max_slots = slots
+        self.reused = 0
+
+    def storages(self, nbytes: dict[str, int]) -> tuple[int, dict[str, torch.UntypedStorage]]:
+        """(-1, storages of the given sizes): a free slot's, else new ones (kept while slots remain)."""
+        if _use_count is None:
+            return BatchBufferPool.fresh(nbytes)
+        for held in self._slots:
+            if held.keys() == nbytes.keys() and all(
+                    held[k].nbytes() == n and _use_count(held[k]._cdata) == 1 for k, n in nbytes.items()):
+                self.reused += 1
+                return -1, held
+        fresh = {name: torch.UntypedStorage(n) for name, n in nbytes.items()}
+        if len(self._slots) < self.max_slots:
+            self._slots.append(fresh)
+        else:  # a slot whose sizes changed (another batch shape) or that is still held: replace the oldest
+            self._slots = [*self._slots[1:], fresh]
+        return -1, fresh
 
 
 class PooledLoader:
