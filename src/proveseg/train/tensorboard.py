@@ -6,7 +6,9 @@ study, one TensorBoard run per run directory (named by its path). Tags:
 - ``train/loss``, ``train/lr`` and every other number of a training line (``train/<key>``);
 - ``val/mIoU`` (and the other scalar metrics) and ``val/mIoU/<domain>`` from a validation line
   (``eval_ema`` lines as ``val_ema/...``);
-- ``consumed_share/<source>``: each source's share of the samples consumed so far.
+- ``consumed_share/<source>``: each source's share of the samples consumed so far (under DDP rank 0's:
+  every rank draws the same per-batch composition, so group shares are exact and sources within a
+  group differ by rank only in which members were drawn; ``composition.json`` sums every rank).
 
 ``torch.utils.tensorboard`` needs the ``tensorboard`` package (``pip install 'proveseg[tensorboard]'``); it
 is imported only when a run switches TensorBoard on (``train.tensorboard: true``).
