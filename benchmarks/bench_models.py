@@ -13,7 +13,7 @@
    machine the figures are upper bounds.
 
 Usage: ``python benchmarks/bench_models.py [--steps 3] [--warmup 1] [--size 512] [--models a,b]``.
-The defaults (``make bench``) time one iteration after one warm-up at 256x256, a quick check; the
+The defaults (``make bench``) time two iterations after one warm-up at 256x256, a quick check; the
 closing figures of issue 17 were taken with ``--size 512 --steps 3 --warmup 1``. Without the
 warm-up the first contestant pays one-off allocations (a 1.4x "ratio" at 128x128 that was 0.99-1.03x
 after one warm-up step).
@@ -57,27 +57,32 @@ def _seconds_per_iteration(name: str, size: int, warmup: int, steps: int) -> tup
     masks = torch.randint(0, 19, (2, size, size))
     masks[:, : size // 8] = 255  # some unlabeled pixels, as in real label maps
     times: dict[str, list[float]] = {"adapter": [], "bare": []}
-    for i in range(warmup + steps):
-        start = time.perf_counter()
+
+    def adapter_step() -> None:
         optimizer.zero_grad(set_to_none=True)
         loss, _ = model.loss(model.forward(model.network, images), masks)
         loss.backward()
         optimizer.step()
-        adapter = time.perf_counter() - start
-        start = time.perf_counter()
+
+    def bare_step() -> None:
         bare_optimizer.zero_grad(set_to_none=True)
         scores = model.pixel_logits(model.forward(bare_net, images))
         F.cross_entropy(scores, masks, ignore_index=255).backward()
         bare_optimizer.step()
-        if i >= warmup:
-            times["adapter"].append(adapter)
-            times["bare"].append(time.perf_counter() - start)
+
+    steps_of = {"adapter": adapter_step, "bare": bare_step}
+    for i in range(warmup + steps):
+        for side in (("adapter", "bare") if i % 2 == 0 else ("bare", "adapter")):  # neither always goes first
+            start = time.perf_counter()
+            steps_of[side]()
+            if i >= warmup:
+                times[side].append(time.perf_counter() - start)
     return _millions(model.network), statistics.median(times["adapter"]), statistics.median(times["bare"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=1)  # the first step pays one-off allocations
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--models", default=",".join(STUDY))

@@ -98,3 +98,35 @@ def test_greyscale_png_labels_take_the_fast_path_and_equal_pillow(tmp_path: Path
         with Image.open(tmp_path / name) as im:
             expected = np.array(ImageOps.exif_transpose(im)).astype(np.uint8)
         assert np.array_equal(decode_label(str(tmp_path / name), None), expected), name
+
+
+def _with_chunk(data: bytes, kind: bytes, body: bytes, crc_ok: bool = True) -> bytes:
+    """``data`` (a PNG) with one more chunk right after IHDR."""
+    import struct
+    import zlib
+
+    crc = zlib.crc32(kind + body) ^ (0 if crc_ok else 1)
+    chunk = struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+    return data[:33] + chunk + data[33:]
+
+
+def test_pngs_whose_orientation_or_integrity_pillow_decides_skip_the_fast_path(tmp_path: Path) -> None:
+    mask = (np.arange(13 * 21).reshape(13, 21) % 7).astype(np.uint8)
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    Image.fromarray(_picture(13, 21)).save(tmp_path / "rgb.png")
+    xmp = b'XML:com.adobe.xmp\x00\x00\x00\x00\x00<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'
+    for name in ("m.png", "rgb.png"):
+        data = (tmp_path / name).read_bytes()
+        (tmp_path / f"xmp-{name}").write_bytes(_with_chunk(data, b"iTXt", xmp))
+        (tmp_path / f"raw-{name}").write_bytes(_with_chunk(data, b"tEXt", b"Raw profile type exif\x00\nexif\n 0\n"))
+        (tmp_path / f"crc-{name}").write_bytes(_with_chunk(data, b"tEXt", b"Comment\x00x", crc_ok=False))
+        colour = 0 if name == "m.png" else 2
+        for variant in ("xmp", "raw", "crc"):
+            assert not decode_module._plain_png((tmp_path / f"{variant}-{name}").read_bytes(), colour)
+    labels = decode_label(str(tmp_path / "xmp-m.png"), None)
+    with Image.open(tmp_path / "xmp-m.png") as im:
+        assert labels.shape == (21, 13) and np.array_equal(labels, np.array(ImageOps.exif_transpose(im)))
+    assert decode_image(str(tmp_path / "xmp-rgb.png")).shape == (21, 13, 3)  # rotated, as Pillow shows it
+    for name in ("crc-m.png", "crc-rgb.png"):  # a broken chunk: Pillow's error, naming the file, either way
+        with pytest.raises(OSError, match=name):
+            decode_image(str(tmp_path / name)) if "rgb" in name else decode_label(str(tmp_path / name), None)

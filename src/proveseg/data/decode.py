@@ -137,10 +137,15 @@ def _fast_jpeg(data: bytes) -> np.ndarray | None:
         return None
 
 
+# Text chunks from which Pillow's getexif() reads an orientation (XMP, ImageMagick's raw EXIF profile)
+_ORIENTATION_TEXT = (b"XML:com.adobe.xmp\x00", b"Raw profile type exif\x00")
+
+
 def _plain_png(data: bytes, colour: int) -> bool:
-    """8-bit PNG of ``colour`` type (0 grey, 2 RGB), complete, within Pillow's size limit, without a tRNS chunk
-    and without an eXIf chunk anywhere (Pillow reads one after the pixels too): transparency and orientation
-    are Pillow's to decide."""
+    """8-bit PNG of ``colour`` type (0 grey, 2 RGB), complete, within Pillow's size limit, with intact chunks
+    before its pixels, no tRNS chunk and nothing Pillow reads an orientation from (an eXIf chunk anywhere,
+    XMP or a raw EXIF profile in a text chunk): transparency, orientation and broken files are Pillow's to decide.
+    """
     if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR" or data[-8:-4] != b"IEND" or len(data) < 33:
         return False
     w, h, depth, kind = struct.unpack(">IIBB", data[16:26])
@@ -148,9 +153,13 @@ def _plain_png(data: bytes, colour: int) -> bool:
     if depth != 8 or kind != colour or (limit is not None and w * h > limit):
         return False
     pos, pixels = 8, False
-    while pos + 8 <= len(data):  # chunk headers only: a few hundred per camera-size file
+    while pos + 8 <= len(data):  # chunk headers only, and the few small chunks before the pixels
         length, chunk = struct.unpack(">I4s", data[pos:pos + 8])
-        if chunk in (b"eXIf", b"tRNS"):
+        body = data[pos + 8:pos + 8 + length]
+        if chunk in (b"eXIf", b"tRNS") or (chunk in (b"tEXt", b"zTXt", b"iTXt") and body.startswith(_ORIENTATION_TEXT)):
+            return False
+        if not pixels and chunk != b"IDAT" and (  # Pillow refuses a broken chunk there; libpng only warns
+                zlib.crc32(data[pos + 4:pos + 8 + length]) != int.from_bytes(data[pos + 8 + length:pos + 12 + length])):
             return False
         pixels |= chunk == b"IDAT"
         pos += 12 + length
@@ -234,6 +243,8 @@ def _label_pixels(im: Image.Image) -> np.ndarray:
 
 def _fast_label(path: str) -> tuple[str, str, np.ndarray] | None:
     """("PNG", "L", ids) of an 8-bit greyscale PNG label through OpenCV (the common mask format), else None."""
+    if _cv2() is None:
+        return None
     try:
         with open(path, "rb") as fh:
             data = fh.read()

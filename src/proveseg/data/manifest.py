@@ -202,8 +202,9 @@ def _read_manifest(path: Path) -> tuple[np.ndarray, dict[str, pa.Array], list[st
     return numbers, {c: _trim(pa.array(v, pa.string())) for c, v in rows.items()}, _header_names(raw)
 
 
-# Other tools' names for the contract columns. Such a column is taken for the contract column only
-# when that column is missing; beside it, it is an ordinary extra column (an "image" id, say).
+# Other tools' names for the contract columns, named as that column when it is missing; beside it
+# they go through the spelling rules below like any other column (``mask`` beside ``label_path`` is
+# still refused as a lookalike, ``image_path`` beside ``generated_path`` as a misnamed ``image2_path``).
 _SYNONYMS = {
     "generated_path": ("image", "image_path", "img", "img_path", "gen", "gen_path", "generated", "generated_image",
                        "fake", "fake_path", "output", "output_path", "translated", "translated_path"),
@@ -223,8 +224,8 @@ def _resembles(name: str, header: Sequence[str] = ()) -> str | None:
         return None
     key = name.strip().lower().replace("-", "_").replace(" ", "_")
     for column, names in _SYNONYMS.items():
-        if key in names:
-            return None if column in header else column
+        if key in names and column not in header:
+            return column
     stem = key.removesuffix("path").rstrip("_").replace("mask", "label")
     for column in known:
         if stem in (column, column.removesuffix("_path")):
