@@ -155,8 +155,8 @@ def _plain_png(data: bytes, colour: int) -> bool:
     pos, pixels = 8, False
     while pos + 8 <= len(data):  # chunk headers only, and the few small chunks before the pixels
         length, chunk = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
-        if chunk in (b"eXIf", b"tRNS") or (chunk in (b"tEXt", b"zTXt", b"iTXt") and body.startswith(_ORIENTATION_TEXT)):
+        if chunk in (b"eXIf", b"tRNS") or (chunk in (b"tEXt", b"zTXt", b"iTXt") and any(
+                data.startswith(keyword, pos + 8) for keyword in _ORIENTATION_TEXT)):
             return False
         if not pixels and chunk != b"IDAT" and (  # Pillow refuses a broken chunk there; libpng only warns
                 zlib.crc32(data[pos + 4:pos + 8 + length]) != int.from_bytes(data[pos + 8 + length:pos + 12 + length])):
