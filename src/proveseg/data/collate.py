@@ -35,13 +35,8 @@ def _stackable(values: list[Any]) -> bool:
 
 
 def _view(storage: torch.UntypedStorage, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
-    """A contiguous tensor of ``shape`` over the start of ``storage``."""
-    strides: list[int] = []
-    step = 1
-    for size in reversed(shape):
-        strides.insert(0, step)
-        step *= size
-    return torch.empty(0, dtype=dtype).set_(storage, 0, shape, strides)
+    """A contiguous tensor of ``shape`` over ``storage`` (which holds exactly that many bytes)."""
+    return torch.empty(0, dtype=dtype).set_(storage).view(shape)
 
 
 def _stack_into(values: list[torch.Tensor], storage: torch.UntypedStorage) -> torch.Tensor:

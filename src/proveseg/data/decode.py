@@ -247,7 +247,10 @@ def _fast_label(path: str) -> tuple[str, str, np.ndarray] | None:
         return None
     try:
         with open(path, "rb") as fh:
-            data = fh.read()
+            head = fh.read(26)  # signature and IHDR: colour masks and palettes go to Pillow unread
+            if head[:8] != b"\x89PNG\r\n\x1a\n" or head[24:26] != b"\x08\x00":
+                return None
+            data = head + fh.read()
     except OSError:
         return None  # Pillow raises the error naming the file
     ids = _fast_png(data, grey=True)

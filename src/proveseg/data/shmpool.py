@@ -43,15 +43,13 @@ class BatchBufferPool:
     through :meth:`track`, which hands segments back once nothing references them.
     """
 
-    def __init__(self, workers: int, slots: int, context: Any = None) -> None:
+    def __init__(self, workers: int, slots: int) -> None:
         self.slots = slots
         # 1 = the segment's last batch is released: its worker may write it; taken and freed under the lock.
-        # Made in the workers' multiprocessing context: a lock from another one cannot be passed to them.
-        ctx = multiprocessing.get_context(context) if isinstance(context, str) else (context or multiprocessing)
-        self._free = ctx.Array(ctypes.c_uint8, [1] * (workers * slots))
+        # The default multiprocessing context, the one a DataLoader without ``multiprocessing_context`` uses.
+        self._free = multiprocessing.Array(ctypes.c_uint8, [1] * (workers * slots))
         self._mine: dict[int, dict[str, torch.UntypedStorage]] = {}  # worker side: this worker's segments
         self._held: list[tuple[int, list[StorageWeakRef]]] = []  # main side: batches out with the consumer
-        self.reused = 0  # worker side: batches written into a segment that had been used before
         self.released = 0  # main side: segments handed back to their worker
 
     @staticmethod
@@ -72,24 +70,16 @@ class BatchBufferPool:
                     continue
                 self._free[k] = 0
             held = self._mine.setdefault(k, {})
-            reused = bool(held)
             for name, n in nbytes.items():
                 if name not in held or held[name].nbytes() != n:
-                    held[name], reused = torch.UntypedStorage._new_shared(n), False
-            self.reused += reused
+                    held[name] = torch.UntypedStorage._new_shared(n)
             return k, held
         return self.fresh(nbytes)
 
     def track(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Main process: remove the slot mark from ``batch``, hand back every earlier segment nothing uses."""
         slot = int(batch.pop(SLOT_KEY, -1))
-        still = []
-        for k, refs in self._held:
-            if all(ref.expired() for ref in refs):
-                self._release(k)
-            else:
-                still.append((k, refs))
-        self._held = still
+        self._release_expired()
         if slot >= 0:
             refs = [StorageWeakRef(v.untyped_storage()) for v in batch.values()
                     if isinstance(v, torch.Tensor) and v.is_shared()]
@@ -105,12 +95,22 @@ class BatchBufferPool:
         The others held batches prefetched for the previous pass, which the DataLoader drops when
         it starts the next one (persistent workers), so they can never be delivered.
         """
-        self._held = [(k, refs) for k, refs in self._held if not all(ref.expired() for ref in refs)]
+        self._release_expired()
         held = {k for k, _ in self._held}
         with self._free.get_lock():
             for k in range(len(self._free)):
                 if k not in held and not self._free[k]:
                     self._free[k] = 1
+
+    def _release_expired(self) -> None:
+        """Hand back every segment whose batch nothing references any more."""
+        still = []
+        for k, refs in self._held:
+            if all(ref.expired() for ref in refs):
+                self._release(k)
+            else:
+                still.append((k, refs))
+        self._held = still
 
     def __getstate__(self) -> dict[str, Any]:
         # workers get the shared flags, never the main process's weak references (raw pointers) or segments
