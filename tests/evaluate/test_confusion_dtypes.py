@@ -47,3 +47,13 @@ def test_images_over_several_cpu_chunks_count_every_pixel(label_dtype: torch.dty
     lab[-1, -1] = 20  # an invalid label in the last chunk still raises
     with pytest.raises(ValueError, match="labels outside"):
         confusion_matrix_torch(lab, prd, 19)
+
+
+@pytest.mark.parametrize("bad", [-1, 19, 254, 256, 70_000])
+def test_every_label_that_is_neither_a_class_nor_ignore_raises(bad: int) -> None:
+    from proveseg.evaluate.confusion import _CHUNK
+
+    label = torch.zeros(2 * _CHUNK + 5, dtype=torch.int64)
+    label[_CHUNK // 2] = bad  # in the first of three chunks: later chunks must not hide it
+    with pytest.raises(ValueError, match="labels outside|negative"):
+        confusion_matrix_torch(label, torch.zeros_like(label), 19)

@@ -3,7 +3,7 @@
 With the ignore value (255) at or above C, ignored pixels land beyond the first C*C bins and are
 sliced off: no boolean mask and no flatten copy (../shared/DESIGN.md section 8). The code is
 ``add(pred, label, alpha=C)`` in int16 (uint8 labels) or int32, on the CPU chunk by chunk from
-operands cast to that dtype (see ``_code``). A
+operands cast to that dtype, each chunk counted while in cache (see ``_counts_cpu``). A
 label that is neither a class nor the ignore value lands in the bins between C*C and ignore*C, or
 beyond the ignore row, and raises: nothing is dropped silently.
 Predictions must be class ids in [0, C) (an argmax always is); labels wider than uint8 must stay
@@ -33,39 +33,58 @@ def confusion_matrix_torch(label: torch.Tensor, pred: torch.Tensor, num_classes:
     narrow = label.dtype == torch.uint8 and (IGNORE_INDEX + 1) * c <= torch.iinfo(torch.int16).max
     if label.is_floating_point() or pred.is_floating_point():
         raise ValueError(f"labels ({label.dtype}) and predictions ({pred.dtype}) must be integer class ids")
-    code = _code(label, pred, c, torch.int16 if narrow else torch.int32)
-    counts = torch.bincount(code, minlength=ignore * c + c)
-    invalid = torch.cat([counts[c * c: ignore * c], counts[ignore * c + c:]])  # beyond: labels above ignore
-    if invalid.any():
-        raise ValueError(f"labels outside 0..{c - 1} and {ignore} in {int(invalid.sum())} pixels")
+    dtype = torch.int16 if narrow else torch.int32
+    nbins = ignore * c + c
+    beyond: int | torch.Tensor  # pixels counted at or beyond nbins: labels above the ignore value
+    if label.device.type == "cpu":
+        counts, beyond = _counts_cpu(label, pred, c, dtype, nbins)
+    else:
+        counts = torch.bincount(_code(label, pred, c, dtype), minlength=nbins)
+        counts, beyond = counts[:nbins], counts[nbins:].sum()
+    invalid = counts[c * c: ignore * c].sum() + beyond
+    if invalid:
+        raise ValueError(f"labels outside 0..{c - 1} and {ignore} in {int(invalid)} pixels")
     return counts[: c * c].reshape(c, c)
 
 
-_CHUNK = 1 << 15  # pixels per CPU step: the narrow code and both narrowed operands stay in cache
+_CHUNK = 1 << 17  # pixels per CPU step: the narrow code and its scratch operand stay in L2
 
 
 def _code(label: torch.Tensor, pred: torch.Tensor, c: int, dtype: torch.dtype) -> torch.Tensor:
-    """``label * c + pred`` as a flat ``dtype`` tensor, wrapping like a cast of the wide result.
-
-    On the CPU an add whose output dtype differs from its inputs' is not vectorised (0.8 ns a
-    pixel against 0.25 for a cast): each chunk is cast to ``dtype`` first (a truncation, the same
-    residue modulo 2**bits as the wide sum's) and added there.
-    """
+    """``label * c + pred`` as a flat ``dtype`` tensor on the tensors' (non-CPU) device."""
     code = torch.empty(label.numel(), dtype=dtype, device=label.device)
-    if label.device.type != "cpu":
-        if pred.dtype.itemsize < code.dtype.itemsize:  # uint8 + uint8 * C would be computed (and wrap) in uint8
-            pred = pred.to(dtype)
-        torch.add(pred.reshape(-1), label.reshape(-1), alpha=c, out=code)
-        return code
+    if pred.dtype.itemsize < code.dtype.itemsize:  # uint8 + uint8 * C would be computed (and wrap) in uint8
+        pred = pred.to(dtype)
+    torch.add(pred.reshape(-1), label.reshape(-1), alpha=c, out=code)
+    return code
+
+
+def _counts_cpu(label: torch.Tensor, pred: torch.Tensor, c: int, dtype: torch.dtype,
+                nbins: int) -> tuple[torch.Tensor, int]:
+    """Counts of ``label * c + pred`` below ``nbins`` and the number at or above it, chunk by chunk.
+
+    Each chunk is cast to ``dtype`` (a truncation, the same residue modulo 2**bits as the wide
+    sum's), added there and counted while it is in cache: an add whose output dtype differs from
+    its inputs' is not vectorised on the CPU (0.8 ns a pixel against 0.3 for a cast), and a
+    full-size code buffer costs a page fault per 4 KiB when it is fresh memory.
+    """
     lab, prd = label.reshape(-1), pred.reshape(-1)
-    scratch = torch.empty(min(len(code), _CHUNK), dtype=dtype)
-    for lo in range(0, len(code), _CHUNK):
-        out = code[lo:lo + _CHUNK]
+    n = len(lab)
+    code, scratch = torch.empty(min(n, _CHUNK), dtype=dtype), torch.empty(min(n, _CHUNK), dtype=dtype)
+    total, beyond = torch.zeros(nbins, dtype=torch.int64), 0
+    for lo in range(0, n, _CHUNK):
+        out = code[:min(_CHUNK, n - lo)]
         tmp = scratch[:len(out)]
         out.copy_(lab[lo:lo + _CHUNK])
         tmp.copy_(prd[lo:lo + _CHUNK])
         torch.add(tmp, out, alpha=c, out=out)
-    return code
+        try:
+            counts = torch.bincount(out, minlength=nbins)
+        except RuntimeError as err:  # bincount refuses negative codes: a negative label or prediction
+            raise ValueError(f"negative labels or predictions (class ids must be >= 0): {err}") from None
+        total += counts[:nbins]
+        beyond += int(counts[nbins:].sum()) if len(counts) > nbins else 0
+    return total, beyond
 
 
 def confusion_matrix(label: np.ndarray, pred: np.ndarray, num_classes: int, ignore: int = IGNORE_INDEX) -> np.ndarray:

@@ -221,8 +221,12 @@ def audit_run(run_dir: Path) -> AuditResult:
 
     start = time.perf_counter()
     out = AuditResult(run_dir, "unverifiable")
-    state = (run_dir / "status").read_text(encoding="utf-8").split("\n")[0].strip() if (
-        run_dir / "status").exists() else "todo"
+    try:
+        state = (run_dir / "status").read_text(encoding="utf-8").split("\n")[0].strip() if (
+            run_dir / "status").exists() else "todo"
+    except (OSError, UnicodeDecodeError) as exc:
+        out.reasons = [f"status is unreadable ({type(exc).__name__}: {exc})"]
+        return out
     needed = ("run.yaml", "composition.json", "metrics.json", "confusion.npz")
     missing = [n for n in needed if not (run_dir / n).exists()]
     if state != "done" or missing:
@@ -268,7 +272,10 @@ def audit_target(target: Path, studies: list[Path] | None = None) -> dict[str, A
     reference = StudyReference.load(root, studies)
     results = []
     for run_dir in runs:
-        result = audit_run(run_dir)
+        try:
+            result = audit_run(run_dir)
+        except Exception as exc:  # one run's unforeseen fault must not hide the verdicts of the others
+            result = AuditResult(run_dir, "unverifiable", [f"the audit could not run ({type(exc).__name__}: {exc})"])
         differs = reference.check(run_dir, None) if reference and not (run_dir / "run.yaml").exists() else None
         if reference and differs is None and (run_dir / "run.yaml").exists():
             try:

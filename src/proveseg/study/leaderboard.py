@@ -83,7 +83,7 @@ def _status_problem(run_dir: Path) -> str | None:
 
 def _unreadable(run_dir: Path) -> str | None:
     """A record file that does not parse into what it must hold: one INVALID row, never an aborted leaderboard."""
-    needs = {"metrics.json": ("mIoU", "per_domain"), "composition.json": ("consumed", "requested")}
+    needs = {"metrics.json": ("mIoU", "per_domain", "per_class"), "composition.json": ("consumed", "requested")}
     for name, keys in needs.items():
         try:
             doc = json.loads((run_dir / name).read_text(encoding="utf-8"))
@@ -91,10 +91,37 @@ def _unreadable(run_dir: Path) -> str | None:
             return f"{name} is unreadable ({type(exc).__name__}: {exc})"
         if not isinstance(doc, dict) or any(k not in doc for k in keys):
             return f"{name} is not a proveseg record (needs an object with {', '.join(keys)})"
+        wrong = _wrong_types(name, doc)
+        if wrong:
+            return f"{name}: {wrong}"
     try:
         read_confusion(run_dir / "confusion.npz")
     except Exception as exc:  # numpy raises many types for a truncated or foreign file
         return f"confusion.npz is unreadable ({type(exc).__name__}: {exc})"
+    return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _wrong_types(name: str, doc: dict[str, Any]) -> str | None:
+    """The first field of a record that ranking reads and that does not hold what it must."""
+    if name == "metrics.json":
+        if not _is_number(doc["mIoU"]):
+            return f"field mIoU is {doc['mIoU']!r}, not a number"
+        if not isinstance(doc["per_domain"], dict):
+            return f"field per_domain is a {type(doc['per_domain']).__name__}, not an object"
+        for domain, entry in doc["per_domain"].items():
+            if not isinstance(entry, dict) or not _is_number(entry.get("mIoU")):
+                return f"field per_domain.{domain}.mIoU is missing or not a number"
+        per_class = doc["per_class"]
+        if not isinstance(per_class, dict) or any(v is not None and not _is_number(v) for v in per_class.values()):
+            return "field per_class is not an object of numbers (null for a class absent from the test set)"
+        return None
+    for key in ("consumed", "requested"):
+        if not isinstance(doc[key], dict):
+            return f"field {key} is a {type(doc[key]).__name__}, not an object"
     return None
 
 
@@ -194,16 +221,25 @@ def _world_size(run: RunRecord) -> int:
         return 1
 
 
+def _tested_images(run: RunRecord) -> list[str] | None:
+    """The sorted test images of a run's confusion.npz (order is not part of the result); None when one repeats."""
+    images = read_confusion(run.run_dir / "confusion.npz").images
+    return sorted(images) if len(set(images)) == len(images) else None
+
+
 def _cell_consistency(runs: list[RunRecord]) -> list[RunRecord]:
     """Runs whose settings differ from their cell's baseline (other than what their strategy varies): INVALID."""
     base = {(r.stage, r.cell): r for r in runs if r.invalid is None and r.strategy == BASELINE and r.config}
     out = []
     for r in runs:
         ref = base.get((r.stage, r.cell))
-        if r.invalid is None and ref is not None and r is not ref and r.config is not None:
-            diffs = setting_differences(r.config, ref.config)  # type: ignore[arg-type]
+        if r.invalid is None and ref is not None and r is not ref:
+            diffs = setting_differences(r.config, ref.config) if r.config and ref.config else []
             if _world_size(r) != _world_size(ref):  # the global batch is batch_size x world size
                 diffs.append(f"world size: {_world_size(ref)} in the baseline, {_world_size(r)} found")
+            mine = _tested_images(r)
+            if not diffs and (mine is None or mine != _tested_images(ref)):
+                diffs.append("test images: not the ones its baseline was tested on (or one is listed twice)")
             if diffs:
                 r = replace(r, invalid=f"settings differ from the baseline of its cell {list(r.cell)}: "
                                       + "; ".join(d.replace("expected", "in the baseline") for d in diffs[:3]),
@@ -235,10 +271,22 @@ def _pairs(runs: list[RunRecord], base: dict[Cell, RunRecord], cells: list[Cell]
             continue
         a = read_confusion(run.run_dir / "confusion.npz")
         b = read_confusion(base[run.cell].run_dir / "confusion.npz")
-        if a.images != b.images:
+        order = _alignment(a.images, b.images)
+        if order is None:  # _cell_consistency makes such a run INVALID first; a direct caller gets the reason
             raise ValueError(f"{run.run_dir} and {base[run.cell].run_dir} were tested on different images")
-        pairs.append((PairedRuns((run.dataset, run.model), a.per_image, b.per_image), np.asarray(a.domains)))
+        pairs.append((PairedRuns((run.dataset, run.model), a.per_image, b.per_image[order]), np.asarray(a.domains)))
     return pairs
+
+
+def _alignment(images: list[str], reference: list[str]) -> np.ndarray | None:
+    """Indices that put ``reference``'s per-image rows in the order of ``images``; None unless both hold the same
+    images exactly once each (the order in a confusion.npz is the loader's, not part of the result)."""
+    if images == reference:
+        return np.arange(len(images))
+    position = {name: i for i, name in enumerate(reference)}
+    if len(position) != len(reference) or len(set(images)) != len(images) or position.keys() != set(images):
+        return None
+    return np.array([position[name] for name in images], dtype=np.int64)
 
 
 def _in_domain(pairs: list[tuple[PairedRuns, np.ndarray]], domain: str) -> list[PairedRuns]:

@@ -197,15 +197,14 @@ def _composition_rows(runs: list[Any]) -> list[list[str]]:
         path = r.run_dir / "composition.json"
         try:
             comp = json.loads(path.read_text(encoding="utf-8"))
-            kinds = comp["consumed"]["per_kind"]
-            sources = _sources(comp)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            consumed = comp["consumed"]
+            rows.append([str(r.run_dir), str(comp["requested"]["real_gen_ratio"]),
+                         " / ".join(f"{k} {v}" for k, v in consumed["per_kind"].items() if v), _sources(comp),
+                         str(consumed["batches"]), str(consumed.get("sequence_sha256", ""))[:12],
+                         "yes" if comp.get("matches_request") is True else "NO"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:  # one bad record, one row
             rows.append([str(r.run_dir), "-", "-", "-", "-", "-",
                          f"unreadable composition.json ({type(exc).__name__})"])
-            continue
-        rows.append([str(r.run_dir), str(comp["requested"]["real_gen_ratio"]),
-                     " / ".join(f"{k} {v}" for k, v in kinds.items() if v), sources, str(comp["consumed"]["batches"]),
-                     comp["consumed"].get("sequence_sha256", "")[:12], "yes" if comp["matches_request"] else "NO"])
     return rows
 
 
