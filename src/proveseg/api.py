@@ -38,7 +38,7 @@ from proveseg.data.pipeline import TrainingData, build_training_data
 from proveseg.data.plan import iter_plan
 from proveseg.data.records import RecordTable
 from proveseg.data.transforms import TransformSpec
-from proveseg.rundir import RunDir, RunLock, code_version
+from proveseg.rundir import RunDir, RunLock, code_version, file_sha256
 from proveseg.strategies import Strategy, parse_strategy
 
 __all__ = ["CompositionMismatch", "MixedData", "PlanSampler", "ProofRun", "TestScorer", "composition_document",
@@ -417,6 +417,7 @@ class ProofRun:
         selection = "best_on_val" if cfg.evaluation.val else "final"
         extra: dict[str, object] = {
             "split": "test", "checkpoint": checkpoint, "model": cfg.model.name, "strategy": cfg.strategy,
+            "weights_sha256": file_sha256(checkpoint) if checkpoint and Path(checkpoint).is_file() else None,
             "selection": selection, "selection_metric": cfg.train.best_metric if cfg.evaluation.val else None,
             "weights": "raw", "trainer": self.trainer}
         return write_results(self.run.root, scorer.result(), self.mixed.class_set, cfg.evaluation.n_boot,

@@ -342,7 +342,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from proveseg.study.audit import audit_target
 
-    doc = audit_target(Path(args.target), args.study)
+    doc = audit_target(Path(args.target), args.study, _device(args.device) if args.reevaluate else None)
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True))
     else:
@@ -561,6 +561,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", help="a run directory or a results root")
     p.add_argument("--study", type=Path, action="append", default=None,
                    help="also check each run.yaml against this study (default: the studies stored under the root)")
+    p.add_argument("--reevaluate", action="store_true",
+                   help="also score each run's checkpoints/best.pt on its test split again and compare every image's "
+                        "confusion matrix with confusion.npz (costs an evaluation per run)")
+    p.add_argument("--device", default="auto", help="device for --reevaluate (default: auto)")
     p.add_argument("--json", action="store_true", help="print the verdicts as JSON")
     p.set_defaults(func=cmd_audit)
 

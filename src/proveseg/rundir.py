@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import socket
@@ -17,7 +18,7 @@ from typing import Any
 from proveseg import __version__
 from proveseg.atomic import atomic_write_json, atomic_write_text, finite_json
 
-__all__ = ["LOCKED_EXIT", "LOCK_FD_ENV", "STATUSES", "RunDir", "RunLock", "RunLocked", "code_version",
+__all__ = ["LOCKED_EXIT", "LOCK_FD_ENV", "STATUSES", "RunDir", "RunLock", "RunLocked", "code_version", "file_sha256",
            "read_log_lines"]
 
 STATUSES = ("running", "done", "failed")
@@ -202,3 +203,12 @@ def read_log_lines(path: Path) -> list[dict[str, Any]]:
         if isinstance(record, dict):
             out.append(record)
     return out
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes: ``metrics.json`` names the weights it scored by it."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -55,5 +55,5 @@ def test_every_label_that_is_neither_a_class_nor_ignore_raises(bad: int) -> None
 
     label = torch.zeros(2 * _CHUNK + 5, dtype=torch.int64)
     label[_CHUNK // 2] = bad  # in the first of three chunks: later chunks must not hide it
-    with pytest.raises(ValueError, match="labels outside|negative"):
+    with pytest.raises(ValueError, match=r"labels outside|negative"):
         confusion_matrix_torch(label, torch.zeros_like(label), 19)

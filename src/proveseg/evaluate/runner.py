@@ -94,6 +94,7 @@ def evaluate_target(target: str | Path, split: str = "test", data_config: str | 
     """
     from proveseg.checkpoint import checkpoint_class_set, load_model
     from proveseg.config import load_run_config, parse_run_config
+    from proveseg.rundir import file_sha256
 
     path = Path(target)
     if path.is_dir():
@@ -118,5 +119,6 @@ def evaluate_target(target: str | Path, split: str = "test", data_config: str | 
     class_set = checkpoint_class_set(state, ckpt)
     records = load_split(cfg.evaluation.test if split == "test" else cfg.evaluation.val)
     result = evaluate_model(model, records, class_set, cfg.evaluation, device)
-    extra = {"split": split, "checkpoint": str(ckpt), "model": state["model"]["name"]}
+    extra = {"split": split, "checkpoint": str(ckpt), "weights_sha256": file_sha256(ckpt),
+             "model": state["model"]["name"]}
     return write_results(out_dir or run_dir, result, class_set, cfg.evaluation.n_boot, state.get("iteration"), extra)

@@ -8,8 +8,17 @@ from ``confusion.npz``, every number of ``metrics.json``. Verdicts:
 - ``stale``: the data changed since training (a source's records, the test images): the record
   may have been true, but it cannot be re-derived now;
 - ``inconsistent``: the sources are unchanged and the record still does not re-derive (an edited
-  ``composition.json`` or ``metrics.json``, or a run that did not consume its plan);
-- ``unverifiable``: not a finished run (status, missing files).
+  ``composition.json`` or ``metrics.json``, or a run that did not consume its plan), or the scores
+  are not of this run's weights: ``metrics.json`` names ``checkpoints/best.pt`` by its SHA-256, and
+  best.pt must hold this run's config and the batch sequence its plan gives up to best.pt's
+  iteration (a checkpoint or evaluation pasted from another run, or weights trained otherwise);
+- ``unverifiable``: not a finished run (status, missing files), or scores that cannot be tied to
+  weights (no best.pt, or records written before weights were named).
+
+The test scores themselves are re-derived from ``confusion.npz``, not from the weights: a forged
+confusion matrix with a consistent ``metrics.json`` is caught only by ``--reevaluate``, which scores
+best.pt on the test split again and compares every image's matrix (exactly: run it on the device
+type the run was tested on, as GPU kernels may round differently).
 """
 
 from __future__ import annotations
@@ -74,10 +83,12 @@ def _first_batches(records: RecordTable, ids: np.ndarray) -> list[dict[str, obje
     return out
 
 
-def rederive_consumption(data: Any, batches: int) -> dict[str, Any]:
+def rederive_consumption(data: Any, batches: int, sequence_at: int | None = None) -> dict[str, Any]:
     """What a run of ``data`` (a TrainingData) consumed in its first ``batches`` batches, as ``consumed`` records it.
 
     Counts cover every rank, as the trainer writes them; ``sequence_sha256`` and ``first_batches`` are rank 0's.
+    With ``sequence_at``, the key ``sequence_at`` also holds rank 0's sequence hash after that many batches
+    (what ``best.pt`` records of the data its weights were trained on).
     """
     from proveseg.data.audit import chain_sequence
     from proveseg.data.plan import plan_batches
@@ -86,12 +97,14 @@ def rederive_consumption(data: Any, batches: int) -> dict[str, Any]:
     kind_of_group = np.array([KINDS.index(g.name) for g in spec.groups], np.int64)
     id_counts = np.zeros(len(records), np.float64)
     per_batch: list[np.ndarray] = []
-    sequence, first = "", []
+    sequence, first, at = "", [], {0: ""}
     for lo in range(0, batches, _CHUNK):
         planned = plan_batches(spec, lo, min(lo + _CHUNK, batches))
         ids = np.ascontiguousarray(planned.ids[:, 0, :], dtype=np.int64)
-        for row in ids:
+        for k, row in enumerate(ids, start=lo + 1):
             sequence = chain_sequence(sequence, row)
+            if k == sequence_at:
+                at[k] = sequence
         id_counts += np.bincount(planned.ids.ravel(), minlength=len(records))
         kinds = kind_of_group[planned.groups.astype(np.int64)]
         per_batch.append(np.stack([(kinds == k).sum(axis=(1, 2)) for k in range(len(KINDS))], axis=1))
@@ -121,6 +134,7 @@ def rederive_consumption(data: Any, batches: int) -> dict[str, Any]:
                                                              strict=True)},
         "per_batch_distinct": [list(r) for r in sorted({tuple(int(v) for v in row) for row in rows.tolist()})],
         "first_batches": first, "sequence_sha256": sequence, **pairs,
+        **({"sequence_at": at.get(sequence_at)} if sequence_at is not None else {}),
     }
 
 
@@ -155,7 +169,7 @@ def _brief(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _check_composition(cfg: RunConfig, data: Any, comp: dict[str, Any]) -> list[str]:
+def _check_composition(cfg: RunConfig, data: Any, comp: dict[str, Any], weights: _Weights | None = None) -> list[str]:
     from proveseg.strategies import parse_strategy
 
     consumed = comp.get("consumed", {})
@@ -164,7 +178,17 @@ def _check_composition(cfg: RunConfig, data: Any, comp: dict[str, Any]) -> list[
     if batches != int(consumed.get("iterations", -1)) * cfg.train.grad_accum:
         problems.append(f"consumed.batches {batches} is not iterations x grad_accum "
                         f"({consumed.get('iterations')} x {cfg.train.grad_accum})")
-    derived = rederive_consumption(data, batches)
+    at = weights.iteration * cfg.train.grad_accum if weights and weights.sequence is not None else None
+    if at is not None and not 0 <= at <= batches:
+        problems.append(f"checkpoints/best.pt is of iteration {weights.iteration if weights else None}, outside the "
+                        f"{consumed.get('iterations')} iterations the run consumed")
+        at = None
+    derived = rederive_consumption(data, batches, at)
+    sequence_at = derived.pop("sequence_at", None)
+    if weights is not None and at is not None and weights.sequence != sequence_at:
+        problems.append(f"checkpoints/best.pt was trained on another batch sequence than this run's plan up to its "
+                        f"iteration {weights.iteration} (recorded {str(weights.sequence)[:12]}, re-derived "
+                        f"{str(sequence_at)[:12]})")
     problems += _mismatches(consumed, derived, "consumed.")
     problems += _mismatches(comp, {"requested": data.requested()}, "")
     if comp.get("matches_request") is not True or comp.get("problems"):
@@ -187,6 +211,85 @@ def _check_run_length(cfg: RunConfig, run_dir: Path, comp: dict[str, Any]) -> li
         return []
     return [f"consumed.iterations {iterations} is not train.max_iters {cfg.train.max_iters}, and the log records no "
             "early stop there"]
+
+
+@dataclass
+class _Weights:
+    """What ``checkpoints/best.pt`` says of itself, and why it does not bind the run's scores (if it does not)."""
+
+    iteration: int = -1
+    sequence: str | None = None
+    unbound: list[str] = field(default_factory=list)  # cannot tie the scores to weights: unverifiable
+    problems: list[str] = field(default_factory=list)  # tied to other weights or another run: inconsistent
+
+
+def _check_weights(cfg: RunConfig, run_dir: Path) -> _Weights:
+    """``metrics.json`` must name ``checkpoints/best.pt`` by its SHA-256, and best.pt must be this run's weights:
+    its stored config is the run's (a checkpoint from another run, or one trained with other settings, is not)."""
+    from proveseg.checkpoint import CheckpointError, load_checkpoint
+    from proveseg.config import parse_run_config
+    from proveseg.configdiff import AFTER_TRAINING, config_differences
+    from proveseg.rundir import file_sha256
+
+    out = _Weights()
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    for key, want in (("strategy", cfg.strategy), ("model", cfg.model.name)):
+        if key in metrics and metrics[key] != want:
+            out.problems.append(f"metrics.json scores strategy/model {key} {metrics[key]!r}, the run is {want!r}")
+    if metrics.get("trainer") not in (None, "proveseg"):  # scored by a foreign trainer: its weights are its own
+        return out
+    best = run_dir / "checkpoints" / "best.pt"
+    if not best.is_file():
+        out.unbound.append("no checkpoints/best.pt: the scores cannot be tied to the weights that were trained")
+        return out
+    recorded = metrics.get("weights_sha256")
+    if not isinstance(recorded, str):
+        out.unbound.append("metrics.json does not name the weights it scored (no weights_sha256: written by an older "
+                           "proveseg): run `proveseg evaluate RUN` to score checkpoints/best.pt again")
+    elif recorded != file_sha256(best):
+        out.problems.append("checkpoints/best.pt is not the file metrics.json scored (weights_sha256 differs)")
+    try:
+        ckpt = load_checkpoint(best)
+        stored = parse_run_config(str(ckpt.get("config", "")), f"{best} (stored config)")
+    except (CheckpointError, ConfigError) as exc:
+        out.problems.append(f"checkpoints/best.pt cannot be read: {exc}".replace("\n", " ")[:300])
+        return out
+    diffs = config_differences(stored, cfg, skip=AFTER_TRAINING)  # a resume may correct how the test is scored
+    if diffs:
+        out.problems.append("checkpoints/best.pt was trained with other settings than run.yaml: " + "; ".join(
+            d.replace("expected", "in run.yaml") for d in diffs[:3]))
+    out.iteration = int(ckpt.get("iteration", -1))
+    if metrics.get("iteration") is not None and metrics["iteration"] != out.iteration:
+        out.problems.append(f"metrics.json scores iteration {metrics['iteration']}, checkpoints/best.pt holds "
+                            f"iteration {out.iteration}")
+    sequence = ckpt.get("sequence_sha256")
+    if isinstance(sequence, str):
+        out.sequence = sequence
+    else:
+        out.unbound.append("checkpoints/best.pt does not record the batch sequence it was trained on (written "
+                           "by an older proveseg)")
+    return out
+
+
+def _rescore(cfg: RunConfig, run_dir: Path, device: str) -> list[str]:
+    """Score ``checkpoints/best.pt`` on the test split again; the per-image matrices must be confusion.npz's."""
+    from proveseg.checkpoint import checkpoint_class_set, load_model
+    from proveseg.evaluate.runner import evaluate_model, load_split, read_confusion
+
+    best = run_dir / "checkpoints" / "best.pt"
+    model, state = load_model(best, device)
+    fresh = evaluate_model(model, load_split(cfg.evaluation.test), checkpoint_class_set(state, best), cfg.evaluation,
+                           device)
+    recorded = read_confusion(run_dir / "confusion.npz")
+    row = {name: i for i, name in enumerate(recorded.images)}
+    if sorted(row) != sorted(fresh.images) or fresh.per_image.shape[1:] != recorded.per_image.shape[1:]:
+        return ["re-scoring checkpoints/best.pt covers other test images or classes than confusion.npz"]
+    differ = [name for i, name in enumerate(fresh.images)
+              if not np.array_equal(fresh.per_image[i], recorded.per_image[row[name]])]
+    if differ:
+        return [f"re-scoring checkpoints/best.pt on the test split gives other confusion matrices for {len(differ)} "
+                f"of {len(fresh.images)} images (e.g. {differ[0]})"]
+    return []
 
 
 def _check_metrics(cfg: RunConfig, run_dir: Path, names: list[str]) -> tuple[list[str], list[str]]:
@@ -214,8 +317,12 @@ def _check_metrics(cfg: RunConfig, run_dir: Path, names: list[str]) -> tuple[lis
     return stale, problems
 
 
-def audit_run(run_dir: Path) -> AuditResult:
-    """Re-derive one run's record; see the module docstring for the verdicts."""
+def audit_run(run_dir: Path, rescore_on: str | None = None) -> AuditResult:
+    """Re-derive one run's record; see the module docstring for the verdicts.
+
+    ``rescore_on``: a device to score ``checkpoints/best.pt`` on the test split again (``--reevaluate``); a run
+    otherwise verified whose matrices differ is inconsistent.
+    """
     from proveseg.data.classes import resolve_class_set
     from proveseg.data.pipeline import build_training_data
 
@@ -253,17 +360,29 @@ def audit_run(run_dir: Path) -> AuditResult:
         stale, problems = [f"the test split cannot be read now: {exc}"[:300]], []
     except Exception as exc:  # a truncated or foreign confusion.npz / metrics.json: numpy and json raise many types
         stale, problems = [], [f"unreadable metrics.json or confusion.npz ({type(exc).__name__}: {exc})"[:300]]
+    try:
+        weights = _check_weights(cfg, run_dir)
+    except Exception as exc:  # a foreign or truncated metrics.json / best.pt
+        weights = _Weights(problems=[f"the weights cannot be checked ({type(exc).__name__}: {exc})"[:300]])
     stale = [f"the records of source {k} changed since training" for k in changed] + stale
     if not changed:
-        problems = _check_composition(cfg, data, comp) + _check_run_length(cfg, run_dir, comp) + problems
-    out.verdict = "stale" if stale else ("inconsistent" if problems else "verified")
-    out.reasons = stale or problems
+        problems = (_check_composition(cfg, data, comp, weights) + _check_run_length(cfg, run_dir, comp)
+                    + weights.problems + problems)
+    if rescore_on is not None and not (stale or problems or weights.unbound) and cfg.evaluation.test:
+        try:
+            problems = _rescore(cfg, run_dir, rescore_on)
+        except Exception as exc:  # the weights or the test split cannot be read as configured now
+            stale = [f"checkpoints/best.pt cannot be scored again ({type(exc).__name__}: {exc})"[:300]]
+    out.verdict = "stale" if stale else ("inconsistent" if problems else (
+        "unverifiable" if weights.unbound else "verified"))
+    out.reasons = stale or problems or weights.unbound
     out.seconds = time.perf_counter() - start
     return out
 
 
-def audit_target(target: Path, studies: list[Path] | None = None) -> dict[str, Any]:
-    """``proveseg audit``: every run under ``target``, also checked against its study when one is at hand."""
+def audit_target(target: Path, studies: list[Path] | None = None, rescore_on: str | None = None) -> dict[str, Any]:
+    """``proveseg audit``: every run under ``target``, also checked against its study when one is at hand
+    (``rescore_on``: see :func:`audit_run`)."""
     from proveseg.study.reference import StudyReference
 
     start = time.perf_counter()
@@ -273,7 +392,7 @@ def audit_target(target: Path, studies: list[Path] | None = None) -> dict[str, A
     results = []
     for run_dir in runs:
         try:
-            result = audit_run(run_dir)
+            result = audit_run(run_dir, rescore_on)
         except Exception as exc:  # one run's unforeseen fault must not hide the verdicts of the others
             result = AuditResult(run_dir, "unverifiable", [f"the audit could not run ({type(exc).__name__}: {exc})"])
         differs = reference.check(run_dir, None) if reference and not (run_dir / "run.yaml").exists() else None
@@ -288,5 +407,5 @@ def audit_target(target: Path, studies: list[Path] | None = None) -> dict[str, A
             result.reasons.insert(0, differs)
         results.append(result.as_dict())
     counts = {v: sum(r["verdict"] == v for r in results) for v in VERDICTS}
-    return {"runs": results, "counts": counts, "studies": reference.studies,
+    return {"runs": results, "counts": counts, "studies": reference.studies, "rescored": rescore_on is not None,
             "seconds": time.perf_counter() - start}

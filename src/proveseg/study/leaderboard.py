@@ -440,6 +440,8 @@ def rank_runs(results_root: str | Path, stage: str | None = None, n_boot: int = 
     if not audit:
         warnings.append("audit skipped (--no-audit): runs are ranked on their own records, not re-derived")
     cells = sorted(set.intersection(*(set(r.cell for r in rs) for rs in by_label.values()))) if by_label else []
+    missing = _missing_runs(Path(results_root), reference, runs, stage)
+    warnings += _coverage_warnings(missing, [r for r in valid if r.cell not in cells])
     base = {r.cell: r for r in by_label.get(BASELINE, [])}
     if by_label and BASELINE not in by_label:
         warnings.append("no valid baseline run: gains cannot be computed")
@@ -460,7 +462,7 @@ def rank_runs(results_root: str | Path, stage: str | None = None, n_boot: int = 
     spread = (max(r["mIoU"] for r in gen_rows) - min(r["mIoU"] for r in gen_rows)) if len(gen_rows) > 1 else None
     warnings += [w for w in [_cluster_warning(rows, spread)] if w] + _noise_floor_warnings(rows, by_label)
     selection, budget = _policies(valid, warnings)
-    doc: dict[str, Any] = {"stage": stage, "rows": rows, "invalid": invalid, "warnings": warnings,
+    doc: dict[str, Any] = {"stage": stage, "rows": rows, "invalid": invalid, "missing": missing, "warnings": warnings,
                            "generated_spread": spread, "cells": [list(c) for c in cells],
                            "studies": reference.studies, "audited": audit, "selection": selection, "budget": budget,
                            "comparisons": sum(r["p_value"] is not None for r in rows if "p_value" in r),
@@ -471,6 +473,32 @@ def rank_runs(results_root: str | Path, stage: str | None = None, n_boot: int = 
     if stage == "ratio-ablation":
         doc["ratio_ablation"] = _ratio_table(valid, n_boot, seed)
     return doc, runs
+
+
+def _missing_runs(root: Path, reference: StudyReference, runs: list[RunRecord], stage: str | None) -> list[str]:
+    """Run directories the studies plan (in ``stage``) that do not exist: a dropped seed must not go unremarked."""
+    found = {r.run_dir.resolve() for r in runs}
+    resolved = root.resolve()
+    out = []
+    for path in sorted(reference.planned):
+        try:
+            planned_stage = path.relative_to(resolved).parts[0]
+        except (ValueError, IndexError):
+            continue
+        if (stage is None or planned_stage == stage) and path not in found and not path.exists():
+            out.append(str(path))
+    return out
+
+
+def _coverage_warnings(missing: list[str], left_out: list[RunRecord]) -> list[str]:
+    out = []
+    if missing:
+        out.append(f"{len(missing)} run(s) the study plans have no run directory (not started or removed), e.g. "
+                   f"{missing[0]}: only cells every strategy has are compared")
+    if left_out:
+        out.append(f"{len(left_out)} valid run(s) left out of the comparison: their (dataset, model, seed) cell "
+                   f"lacks a valid run of another strategy, e.g. {left_out[0].run_dir}")
+    return out
 
 
 def _strong_view_of(runs: list[RunRecord]) -> tuple[float, bool, float] | None:

@@ -34,7 +34,7 @@ from proveseg.data.records import RecordTable
 from proveseg.evaluate.metrics import domain_summary
 from proveseg.evaluate.runner import evaluate_model, load_split, write_results
 from proveseg.models import SegmentationModel, build_model
-from proveseg.rundir import RunDir, RunLock, RunLocked, code_version
+from proveseg.rundir import RunDir, RunLock, RunLocked, code_version, file_sha256
 from proveseg.strategies import Strategy, parse_strategy
 from proveseg.train.state import ResumeRefused, TrainState, fingerprint, restore_rng, rng_state
 from proveseg.train.step import Diverged, StepLog, StepOptions, train_step
@@ -409,7 +409,7 @@ def _validate(session: Session, state: TrainState) -> bool:
         if session.writer:
             state.save_weights(session.run.best, state.result_model, {
                 "iteration": it, "metric": {tc.best_metric: value},
-                "weights": "ema" if state.ema is not None else "raw"})
+                "weights": "ema" if state.ema is not None else "raw", "sequence_sha256": progress.sequence})
     else:
         progress.evals_without_improvement += 1
     record["best"] = {"iteration": progress.best_iteration, tc.best_metric: progress.best_value}
@@ -447,7 +447,8 @@ def _finish(session: Session, state: TrainState, stopped_early: bool) -> TrainRe
         raise CompositionMismatch("consumed mix differs from the requested mix: " + "; ".join(problems[:3]))
     if not run.best.exists():  # no validation set: the final weights are the result
         state.save_weights(run.best, state.result_model, {"iteration": state.iteration,
-                                                          "weights": "ema" if state.ema else "raw"})
+                                                          "weights": "ema" if state.ema else "raw",
+                                                          "sequence_sha256": progress.sequence})
     if cfg.evaluation.test:
         result.test_metrics = _test(session, run.best)
     run.set_status("done", f"{state.iteration} iterations" + (" (early stop)" if stopped_early else ""))
@@ -465,6 +466,7 @@ def _test(session: Session, best: Path) -> dict[str, Any]:
     # which weights the numbers are of: chosen on validation data, or simply the last; never on the test set
     selection = "best_on_val" if session.val_records is not None else "final"
     return write_results(session.run.root, outcome, class_set, cfg.evaluation.n_boot, int(ckpt["iteration"]),
-                         {"split": "test", "checkpoint": str(best), "model": cfg.model.name, "strategy": cfg.strategy,
+                         {"split": "test", "checkpoint": str(best), "weights_sha256": file_sha256(best),
+                          "model": cfg.model.name, "strategy": cfg.strategy,
                           "selection": selection, "selection_metric": cfg.train.best_metric if session.val_records
                           is not None else None, "weights": ckpt.get("weights", "raw")})

@@ -1,0 +1,165 @@
+"""Scores are tied to the weights that were trained (review of the proof: evaluations pasted between runs,
+checkpoints from another run, weights trained with other settings, forged confusion matrices, reordered
+or mistyped records)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from proveseg.checkpoint import load_checkpoint, save_checkpoint
+from proveseg.cli import main
+from proveseg.data.classes import resolve_class_set
+from proveseg.evaluate.runner import evaluate_target, read_confusion, write_results
+from proveseg.study.audit import audit_run, audit_target
+from proveseg.study.leaderboard import build_leaderboard
+from tests.reliability.test_proof import _copy, trained  # noqa: F401  (the module-scoped trained study)
+
+
+def _runs(results: Path) -> tuple[Path, Path]:
+    return next(results.glob("stage1/gen_faithful/*/*")), next(results.glob("stage1/baseline/*/*"))
+
+
+def test_metrics_name_the_weights_they_scored(trained: Path) -> None:  # noqa: F811
+    gen, _ = _runs(trained)
+    metrics = json.loads((gen / "metrics.json").read_text())
+    from proveseg.rundir import file_sha256
+
+    assert metrics["weights_sha256"] == file_sha256(gen / "checkpoints/best.pt")
+    assert isinstance(load_checkpoint(gen / "checkpoints/best.pt")["sequence_sha256"], str)
+    assert audit_run(gen).verdict == "verified"
+
+
+def test_an_evaluation_pasted_from_another_run_is_inconsistent(trained: Path, tmp_path: Path) -> None:  # noqa: F811
+    results = _copy(trained, tmp_path)
+    gen, base = _runs(results)
+    for name in ("metrics.json", "confusion.npz"):
+        shutil.copy(base / name, gen / name)
+    result = audit_run(gen)
+    assert result.verdict == "inconsistent"
+    assert any("weights_sha256 differs" in r for r in result.reasons)
+    assert any("strategy 'baseline', the run is 'gen_faithful'" in r for r in result.reasons)
+
+
+def test_a_checkpoint_from_another_run_scored_with_evaluate_is_inconsistent(
+        trained: Path, tmp_path: Path) -> None:  # noqa: F811
+    results = _copy(trained, tmp_path)
+    gen, base = _runs(results)
+    shutil.copy(base / "checkpoints/best.pt", gen / "checkpoints/best.pt")
+    evaluate_target(gen)  # the official command: metrics.json now names the pasted weights by their hash
+    result = audit_run(gen)
+    assert result.verdict == "inconsistent"
+    assert any(r.startswith("checkpoints/best.pt was trained with other settings than run.yaml") and "strategy" in r
+               for r in result.reasons)
+
+
+def test_weights_trained_with_other_settings_are_inconsistent(trained: Path, tmp_path: Path) -> None:  # noqa: F811
+    results = _copy(trained, tmp_path)
+    gen, _ = _runs(results)
+    state = load_checkpoint(gen / "checkpoints/best.pt")
+    assert "lr: 0.001" in state["config"]
+    state["config"] = state["config"].replace("lr: 0.001", "lr: 0.01")  # trained otherwise, run.yaml put back
+    save_checkpoint(gen / "checkpoints/best.pt", {k: v for k, v in state.items() if k != "format"})
+    evaluate_target(gen)
+    result = audit_run(gen)
+    assert result.verdict == "inconsistent"
+    assert any("train.optimizer.lr: 0.001 in run.yaml, 0.01 found" in r for r in result.reasons)
+
+
+def test_weights_of_another_batch_sequence_are_inconsistent(trained: Path, tmp_path: Path) -> None:  # noqa: F811
+    results = _copy(trained, tmp_path)
+    gen, base = _runs(results)
+    state = load_checkpoint(gen / "checkpoints/best.pt")
+    state["sequence_sha256"] = load_checkpoint(base / "checkpoints/best.pt")["sequence_sha256"]
+    save_checkpoint(gen / "checkpoints/best.pt", {k: v for k, v in state.items() if k != "format"})
+    evaluate_target(gen)
+    result = audit_run(gen)
+    assert result.verdict == "inconsistent"
+    assert any("another batch sequence" in r for r in result.reasons)
+
+
+def test_scores_without_named_weights_are_unverifiable_until_evaluated_again(
+        trained: Path, tmp_path: Path) -> None:  # noqa: F811
+    results = _copy(trained, tmp_path)
+    gen, _ = _runs(results)
+    metrics = json.loads((gen / "metrics.json").read_text())
+    del metrics["weights_sha256"]  # as written by an older proveseg
+    (gen / "metrics.json").write_text(json.dumps(metrics))
+    result = audit_run(gen)
+    assert result.verdict == "unverifiable" and "proveseg evaluate RUN" in result.reasons[0]
+    assert main(["evaluate", str(gen)]) == 0
+    assert audit_run(gen).verdict == "verified"
+
+
+def test_a_forged_confusion_matrix_is_caught_by_rescoring(trained: Path, tmp_path: Path) -> None:  # noqa: F811
+    results = _copy(trained, tmp_path)
+    gen, _ = _runs(results)
+    recorded = read_confusion(gen / "confusion.npz")
+    perfect = np.zeros_like(recorded.per_image)
+    for i, m in enumerate(recorded.per_image):
+        np.fill_diagonal(perfect[i], m.sum(axis=1))  # every labelled pixel "predicted right"
+    old = json.loads((gen / "metrics.json").read_text())
+    keep = ("split", "checkpoint", "weights_sha256", "model", "strategy", "selection", "selection_metric", "weights")
+    write_results(gen, type(recorded)(perfect, recorded.domains, recorded.images), resolve_class_set("cityscapes19"),
+                  20, old["iteration"], {k: old[k] for k in keep})
+    assert audit_run(gen).verdict == "verified"  # the files agree with each other: only the weights can tell
+    rescored = audit_run(gen, rescore_on="cpu")
+    assert rescored.verdict == "inconsistent" and "re-scoring checkpoints/best.pt" in rescored.reasons[0]
+    doc = audit_target(results, rescore_on="cpu")
+    assert doc["rescored"] and doc["counts"] == {"verified": 1, "stale": 0, "inconsistent": 1, "unverifiable": 0}
+    assert main(["audit", str(results), "--reevaluate", "--device", "cpu"]) == 1
+
+
+def test_reordered_test_images_rank_the_same(trained: Path, tmp_path: Path) -> None:  # noqa: F811
+    results = _copy(trained, tmp_path)
+    gen, _ = _runs(results)
+    before = build_leaderboard(results, "stage1", n_boot=20)
+    recorded = read_confusion(gen / "confusion.npz")
+    old = json.loads((gen / "metrics.json").read_text())
+    keep = ("split", "checkpoint", "weights_sha256", "model", "strategy", "selection", "selection_metric", "weights")
+    write_results(gen, type(recorded)(recorded.per_image[::-1].copy(), recorded.domains[::-1],
+                                      recorded.images[::-1]), resolve_class_set("cityscapes19"), 20,
+                  old["iteration"], {k: old[k] for k in keep})
+    after = build_leaderboard(results, "stage1", n_boot=20)
+    assert after["invalid"] == [] and len(after["rows"]) == 2
+    for a, b in zip(before["rows"], after["rows"], strict=True):
+        assert a["strategy"] == b["strategy"] and a["gain_ci95"] == b["gain_ci95"]
+
+
+def test_mistyped_records_are_invalid_rows_without_the_audit(trained: Path, tmp_path: Path) -> None:  # noqa: F811
+    results = _copy(trained, tmp_path)
+    gen, base = _runs(results)
+    metrics = json.loads((gen / "metrics.json").read_text())
+    metrics["mIoU"] = "0.99"
+    (gen / "metrics.json").write_text(json.dumps(metrics))
+    comp = json.loads((base / "composition.json").read_text())
+    comp["requested"] = []
+    (base / "composition.json").write_text(json.dumps(comp))
+    doc = build_leaderboard(results, "stage1", n_boot=20, audit=False)
+    reasons = sorted(i["reason"] for i in doc["invalid"])
+    assert reasons == ["composition.json: field requested is a list, not an object",
+                       "metrics.json: field mIoU is '0.99', not a number"]
+    out = tmp_path / "report.html"
+    assert main(["report", str(results), "--stage", "stage1", "--no-audit", "--out", str(out)]) == 0
+    assert "unreadable composition.json" in out.read_text()
+
+
+def test_an_unreadable_status_file_is_one_verdict(trained: Path, tmp_path: Path) -> None:  # noqa: F811
+    results = _copy(trained, tmp_path)
+    gen, _ = _runs(results)
+    (gen / "status").write_bytes(b"\xff\xfe done")
+    doc = audit_target(results)
+    verdicts = {Path(r["run_dir"]).parent.parent.name: r["verdict"] for r in doc["runs"]}
+    assert verdicts == {"gen_faithful": "unverifiable", "baseline": "verified"}
+
+
+def test_a_removed_planned_run_is_listed_as_missing(trained: Path, tmp_path: Path) -> None:  # noqa: F811
+    results = _copy(trained, tmp_path)
+    gen, _ = _runs(results)
+    shutil.rmtree(gen)  # a seed that "did not work out", deleted
+    doc = build_leaderboard(results, "stage1", n_boot=20)
+    assert doc["missing"] == [str(gen.resolve())]
+    assert any(w.startswith("1 run(s) the study plans have no run directory") for w in doc["warnings"])
