@@ -163,3 +163,16 @@ def test_a_removed_planned_run_is_listed_as_missing(trained: Path, tmp_path: Pat
     doc = build_leaderboard(results, "stage1", n_boot=20)
     assert doc["missing"] == [str(gen.resolve())]
     assert any(w.startswith("1 run(s) the study plans have no run directory") for w in doc["warnings"])
+
+
+def test_an_edited_training_log_is_inconsistent(trained: Path, tmp_path: Path) -> None:  # noqa: F811
+    results = _copy(trained, tmp_path)
+    gen, _ = _runs(results)
+    lines = [json.loads(line) for line in (gen / "log.jsonl").read_text().splitlines()]
+    assert lines and all("loss" in r for r in lines if "eval" not in r)
+    for r in lines:
+        if "loss" in r:
+            r["loss"] = 0.01  # a prettier curve for the report
+    (gen / "log.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in lines))
+    result = audit_run(gen)
+    assert result.verdict == "inconsistent" and any(r.startswith("log.jsonl is not the log") for r in result.reasons)

@@ -200,9 +200,13 @@ def _check_composition(cfg: RunConfig, data: Any, comp: dict[str, Any], weights:
 
 
 def _check_run_length(cfg: RunConfig, run_dir: Path, comp: dict[str, Any]) -> list[str]:
-    """A run that stopped before max_iters must have stopped early by its own rule (recorded in its log)."""
-    from proveseg.rundir import read_log_lines
+    """A run that stopped before max_iters must have stopped early by its own rule (recorded in its log), and the
+    log must be the one the trainer finished with."""
+    from proveseg.rundir import file_sha256, read_log_lines
 
+    log = run_dir / "log.jsonl"
+    if "log_sha256" in comp and (not log.is_file() or file_sha256(log) != comp["log_sha256"]):
+        return ["log.jsonl is not the log the trainer finished with (log_sha256 in composition.json differs)"]
     iterations = int(comp.get("consumed", {}).get("iterations", -1))
     if iterations == cfg.train.max_iters:
         return []

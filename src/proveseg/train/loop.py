@@ -442,6 +442,8 @@ def _finish(session: Session, state: TrainState, stopped_early: bool) -> TrainRe
                          None, progress.sequence)
     if not session.writer:
         return result
+    if run.log_path.exists():  # the training curves the report plots: an edit after training is inconsistent
+        doc["log_sha256"] = file_sha256(run.log_path)
     run.write_json("composition.json", doc)
     if problems:
         raise CompositionMismatch("consumed mix differs from the requested mix: " + "; ".join(problems[:3]))
