@@ -6,14 +6,16 @@ taken from the current working directory (the examples assume the repository roo
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from proveseg.data.labelmap import LabelMap, load_label_map, validate_label_map
-from proveseg.fields import Repeat
+from proveseg.fields import SEED_LIMIT, Flag, Float, InputPath, Int, Name, Repeat, Seed
 from proveseg.readers import SourceConfig
 
 __all__ = [
@@ -44,24 +46,53 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # .inf/.nan: never a setting
 
 
+def check_source_input(value: Any) -> Any:
+    """A source mapping as written, before its reader's schema coerces it: ``name`` and ``root`` must not be empty,
+    an integer option (``take_seed``, ``domain_level``) must be a YAML integer, and ``take_seed`` a seed.
+
+    Done here rather than in each reader's schema so that every reader, built-in or registered, gets it.
+    """
+    if not isinstance(value, Mapping):
+        return value
+    for key in ("name", "root", "label_map"):
+        if key in value and isinstance(value[key], str) and not value[key].strip():
+            raise ValueError(f"{key}: empty string" + (" (it would silently mean the working directory)"
+                                                     if key != "name" else ""))
+    from proveseg.readers import READERS
+
+    schema = READERS.get(value.get("reader", "folder")) if isinstance(value.get("reader", "folder"), str) else None
+    for key, info in (schema.model_fields.items() if schema is not None else ()):
+        raw = value.get(key)
+        if key in value and info.annotation is int and (isinstance(raw, bool) or not isinstance(raw, int)):
+            raise ValueError(f"{key}: expected an integer, got {raw!r}")
+    seed = value.get("take_seed", 0)
+    if isinstance(seed, int) and not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"take_seed: {seed} outside [0, 2**32)")
+    return value
+
+
+# A source as a config writes it (data.real, data.unlabeled, evaluation.val/test, a study's splits)
+CheckedSource = Annotated[SourceConfig, BeforeValidator(check_source_input)]
+
+
 class GeneratedSourceConfig(_Strict):
     """One generator's manifest (../shared/DESIGN.md section 3)."""
 
-    name: str
-    manifest: Path
+    name: Name
+    manifest: InputPath
     repeat: Repeat = 1.0
     datasets: list[str] | None = None
     target_domains: list[str] | None = None
-    root: Path | None = None  # data root that relative paths may not leave (default: marker or manifest folder)
-    allow_absolute: bool = False
+    root: InputPath | None = None  # data root that relative paths may not leave (default: marker or manifest folder)
+    allow_absolute: Flag = False
     on_invalid: OnInvalid = "error"
-    deep: bool = False
+    deep: Flag = False
     pair: Literal["columns", "original"] = "columns"  # second image: the image2_path column, or the original
     pair_geometry: Literal["shared", "independent"] = "shared"  # shared: the pair gets the same crop and flip
     # the label_path (and label2_path) ids: as they are, through a CSV/YAML table, or like a source's labels
     # (that source's label_map, else its reader's built-in table: a generator made from Mapillary images)
-    label_map: Path | None = None
-    labels_like: SourceConfig | None = None
+    label_map: InputPath | None = None
+    labels_like: CheckedSource | None = None
     unmapped: Literal["error", "ignore"] = "error"  # an id the map in effect does not cover: fail, or 255
 
     @model_validator(mode="after")
@@ -87,20 +118,20 @@ class GeneratedSourceConfig(_Strict):
 class NoiseConfig(_Strict):
     """The noise control: the reference generator's entries as uniform noise, labels kept."""
 
-    reference: str
+    reference: Name
 
 
-Size = tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]  # (H, W) in pixels
-Probability = Annotated[float, Field(ge=0, le=1)]
-ClassId = Annotated[int, Field(ge=0, le=254)]
+Size = tuple[Annotated[Int, Field(ge=1)], Annotated[Int, Field(ge=1)]]  # (H, W) in pixels
+Probability = Annotated[Float, Field(ge=0, le=1)]
+ClassId = Annotated[Int, Field(ge=0, le=254)]
 
 
 class TransformConfig(_Strict):
     resize: Size | None = None
-    scale: tuple[float, float] | None = None
+    scale: tuple[Float, Float] | None = None
     crop: Size | None = None
-    hflip: bool = True
-    jitter: float = Field(0.0, ge=0, le=1)
+    hflip: Flag = True
+    jitter: Float = Field(0.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _check(self) -> TransformConfig:
@@ -115,10 +146,10 @@ class ClassSetSpec(_Strict):
     Ids are the positions 0..N-1 of ``names``; ``ignore_index`` marks pixels without a class.
     """
 
-    name: str
-    names: list[str]
-    ids: list[int]
-    palette: list[tuple[int, int, int]]
+    name: Name
+    names: list[Name]
+    ids: list[Int]
+    palette: list[tuple[Int, Int, Int]]
     ignore_index: Literal[255] = 255  # proveseg's confusion matrices and losses reserve 255
 
     @model_validator(mode="after")
@@ -134,16 +165,16 @@ class DataConfig(_Strict):
     """Training data: sources, the real/generated ratio and the batch."""
 
     class_set: str | ClassSetSpec = "cityscapes19"  # a built-in name, a class table file, or the set itself
-    real: list[SourceConfig] = Field(default_factory=list)
+    real: list[CheckedSource] = Field(default_factory=list)
     generated: list[GeneratedSourceConfig] = Field(default_factory=list)
     noise: NoiseConfig | None = None
-    unlabeled: list[SourceConfig] = Field(default_factory=list)  # labels ignored (group "unlabeled")
-    unlabeled_share: float = Field(0.0, ge=0, lt=1)  # share of every batch taken from ``unlabeled``
-    real_gen_ratio: float = Field(1.0, ge=0, le=1)
-    batch_size: int = Field(8, ge=1)
-    seed: int = 0
-    num_workers: int = Field(0, ge=0)
-    prefetch_factor: int = Field(2, ge=1)  # batches each loader worker prepares ahead
+    unlabeled: list[CheckedSource] = Field(default_factory=list)  # labels ignored (group "unlabeled")
+    unlabeled_share: Float = Field(0.0, ge=0, lt=1)  # share of every batch taken from ``unlabeled``
+    real_gen_ratio: Float = Field(1.0, ge=0, le=1)
+    batch_size: Int = Field(8, ge=1)
+    seed: Seed = 0  # the batch plan and every sample's augmentation draw
+    num_workers: Int = Field(0, ge=0)
+    prefetch_factor: Int = Field(2, ge=1)  # batches each loader worker prepares ahead
     pin_memory: Literal["auto", "on", "off"] = "auto"  # auto: pinned when the run trains on CUDA
     decode_device: Literal["cpu", "cuda"] = "cpu"  # cuda: JPEG images decoded by nvJPEG on the training GPU
     transforms: TransformConfig = TransformConfig()
@@ -166,14 +197,14 @@ class DataConfig(_Strict):
 class EvalConfig(_Strict):
     """Validation / test sets and how to run inference on them."""
 
-    val: list[SourceConfig] = Field(default_factory=list)
-    test: list[SourceConfig] = Field(default_factory=list)
+    val: list[CheckedSource] = Field(default_factory=list)
+    test: list[CheckedSource] = Field(default_factory=list)
     mode: Literal["whole", "slide"] = "whole"
     crop: Size | None = None  # slide window
     stride: Size | None = None  # slide step
-    flip: bool = False
-    batch_size: int = Field(4, ge=1)
-    n_boot: int = Field(1000, ge=10)  # bootstrap resamples for the 95% interval
+    flip: Flag = False
+    batch_size: Int = Field(4, ge=1)
+    n_boot: Int = Field(1000, ge=10)  # bootstrap resamples for the 95% interval
 
     @model_validator(mode="after")
     def _check(self) -> EvalConfig:
@@ -185,7 +216,7 @@ class EvalConfig(_Strict):
 class ModelConfig(_Strict):
     name: str = "unet_tiny"  # a key of proveseg.models.MODELS
     encoder_weights: Literal["imagenet"] | None = None  # imagenet downloads through smp / the HF hub when asked
-    weights: Path | None = None  # a local .pth/.pt/.bin/.safetensors file loaded after the build (never downloads)
+    weights: InputPath | None = None  # a local .pth/.pt/.bin/.safetensors file loaded after the build (never downloads)
 
     @field_validator("weights")
     @classmethod
@@ -200,64 +231,64 @@ class ModelConfig(_Strict):
 
 class OptimizerConfig(_Strict):
     name: Literal["adamw", "sgd"] = "adamw"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1)  # sgd
+    lr: Float = Field(1e-3, gt=0)
+    weight_decay: Float = Field(0.01, ge=0)
+    momentum: Float = Field(0.9, ge=0, lt=1)  # sgd
 
 
 class ScheduleConfig(_Strict):
-    warmup_iters: int = Field(0, ge=0)  # linear warm-up from 0
+    warmup_iters: Int = Field(0, ge=0)  # linear warm-up from 0
     policy: Literal["poly", "cosine", "constant"] = "poly"
-    power: float = Field(0.9, gt=0)  # poly
-    min_lr: float = Field(0.0, ge=0)
+    power: Float = Field(0.9, gt=0)  # poly
+    min_lr: Float = Field(0.0, ge=0)
 
 
 class LossConfig(_Strict):
-    ce_weight: float = Field(1.0, ge=0)  # cross-entropy, ignore 255
-    dice_weight: float = Field(0.0, ge=0)  # smp DiceLoss (multiclass, ignore 255)
+    ce_weight: Float = Field(1.0, ge=0)  # cross-entropy, ignore 255
+    dice_weight: Float = Field(0.0, ge=0)  # smp DiceLoss (multiclass, ignore 255)
 
 
 class EarlyStoppingConfig(_Strict):
-    patience: int = Field(5, ge=1)  # evaluations without improvement
-    min_iters: int = Field(0, ge=0)  # never stop before this iteration
+    patience: Int = Field(5, ge=1)  # evaluations without improvement
+    min_iters: Int = Field(0, ge=0)  # never stop before this iteration
 
 
 class EMAConfig(_Strict):
-    decay: float = Field(0.999, gt=0, lt=1)
+    decay: Float = Field(0.999, gt=0, lt=1)
 
 
 class SelfTrainConfig(_Strict):
     """FixMatch/UniMatch-style self-training: an EMA teacher labels weak views, the student learns
     the confident pixels on strong views (photometric jitter + CutMix)."""
 
-    teacher_decay: float = Field(0.99, gt=0, lt=1)
+    teacher_decay: Float = Field(0.99, gt=0, lt=1)
     # global, class-wise ({class id: threshold}, others 0.9), or adaptive; thresholds are probabilities
     threshold: Probability | dict[ClassId, Probability] | Literal["adaptive"] = 0.9
-    adaptive_quantile: float = Field(0.5, gt=0, lt=1)  # adaptive: per-class quantile of teacher confidence
-    adaptive_floor: float = Field(0.5, ge=0, lt=1)  # adaptive thresholds never go below this
-    adaptive_momentum: float = Field(0.9, ge=0, lt=1)
-    st_weight: float = Field(1.0, ge=0)
-    st_warmup_iters: int = Field(0, ge=0)  # st_weight ramps linearly from 0
-    strong_jitter: float = Field(0.4, ge=0, le=1)
-    cutmix: bool = True
+    adaptive_quantile: Float = Field(0.5, gt=0, lt=1)  # adaptive: per-class quantile of teacher confidence
+    adaptive_floor: Float = Field(0.5, ge=0, lt=1)  # adaptive thresholds never go below this
+    adaptive_momentum: Float = Field(0.9, ge=0, lt=1)
+    st_weight: Float = Field(1.0, ge=0)
+    st_warmup_iters: Int = Field(0, ge=0)  # st_weight ramps linearly from 0
+    strong_jitter: Float = Field(0.4, ge=0, le=1)
+    cutmix: Flag = True
 
 
 class StrongViewConfig(_Strict):
     """Self-training's strong view applied to labeled images: the control that separates "pseudo-labels help"
     from "strong augmentation helps" (use the self-training entry's strong_jitter and cutmix)."""
 
-    jitter: float = Field(0.4, ge=0, le=1)
-    cutmix: bool = True
-    share: float = Field(1.0, gt=0, le=1)  # of every batch (its last images): self-training's unlabeled share
+    jitter: Float = Field(0.4, ge=0, le=1)
+    cutmix: Flag = True
+    share: Float = Field(1.0, gt=0, le=1)  # of every batch (its last images): self-training's unlabeled share
 
 
 class TrainConfig(_Strict):
-    max_iters: int = Field(1000, ge=1)
-    eval_interval: int = Field(200, ge=1)
-    checkpoint_interval: int = Field(200, ge=1)  # last.pt every N iterations
-    log_interval: int = Field(10, ge=1)
-    grad_accum: int = Field(1, ge=1)  # batches per optimizer step
-    grad_clip: float | None = Field(None, gt=0)
+    max_iters: Int = Field(1000, ge=1)
+    eval_interval: Int = Field(200, ge=1)
+    checkpoint_interval: Int = Field(200, ge=1)  # last.pt every N iterations
+    log_interval: Int = Field(10, ge=1)
+    grad_accum: Int = Field(1, ge=1)  # batches per optimizer step
+    grad_clip: Float | None = Field(None, gt=0)
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     loss: LossConfig = LossConfig()
@@ -286,12 +317,12 @@ class TrainConfig(_Strict):
     selftrain: SelfTrainConfig | None = None  # needs data.unlabeled and data.unlabeled_share > 0
     strong_view: StrongViewConfig | None = None  # labeled batches get the strong view too (a std_* control)
     amp: Literal["none", "bf16", "fp16"] = "none"  # bf16 on CUDA or CPU; fp16 (with a loss scaler) CUDA only
-    channels_last: bool = False
-    compile: bool = False
+    channels_last: Flag = False
+    compile: Flag = False
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")  # auto | cpu | cuda | cuda:N
-    seed: int = 0  # model initialisation and torch RNG
-    num_threads: int | None = Field(None, ge=1)  # torch CPU threads
-    tensorboard: bool = False  # also write log.jsonl's scalars as TensorBoard events in <run_dir>/tensorboard
+    seed: Seed = 0  # model initialisation and torch RNG
+    num_threads: Int | None = Field(None, ge=1)  # torch CPU threads
+    tensorboard: Flag = False  # also write log.jsonl's scalars as TensorBoard events in <run_dir>/tensorboard
 
 
 class StudyRunConfig(_Strict):
@@ -340,10 +371,10 @@ class RunConfig(_Strict):
             raise ValueError("data.unlabeled_share > 0 needs train.selftrain (unlabeled images have no loss otherwise)")
         return self
 
-    name: str = "run"
+    name: Name = "run"
     strategy: str = "custom"  # a strategy name (proveseg.strategies); its proof rule is checked at the end
     study: StudyRunConfig | None = None
-    output_dir: Path = Path("results/run")
+    output_dir: InputPath = Path("results/run")
     data: DataConfig
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
@@ -366,6 +397,13 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                     key_node.start_mark)
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.1 (PyYAML) reads ``1e-3`` as a string: only ``1.0e-3`` is a float there. Configs write ``lr: 1e-3``, and
+# float fields are strict (a quoted ``'0.5'`` is refused), so exponent floats without a dot resolve as YAML 1.2 does.
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
 
 
 def parse_yaml_model(text: str, source: str, model: type[M]) -> M:

@@ -46,11 +46,41 @@ ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "sr
     ("data: {}\ntrain: {grad_clip: .inf}\n", "train.grad_clip: Input should be a finite number"),
     ("data: {unlabeled: [{name: u, root: r}], unlabeled_share: 0.5}\ntrain: {selftrain: {threshold: 2.0}}\n",
      "threshold.constrained-float: Input should be less than or equal to 1"),
+    # seeds are numpy seeds: 0 <= seed < 2**32, YAML integers only
+    ("data: {seed: -1}\n", "data.seed: Input should be greater than or equal to 0"),
+    ("data: {}\ntrain: {seed: 100000000000000000000}\n", "train.seed: Input should be less than 4294967296"),
+    ("data: {}\ntrain: {seed: 1e20}\n", "train.seed: Input should be a valid integer"),
+    ("data: {real: [{name: x, root: r, take: [0, 0.5], take_seed: -3}]}\n", "take_seed: -3 outside"),
+    # no lax coercion: a wrong-typed value is a typo
+    ("data: {seed: true}\n", "data.seed: Input should be a valid integer"),
+    ("data: {seed: '4'}\n", "data.seed: Input should be a valid integer"),
+    ("data: {num_workers: 2.0}\n", "data.num_workers: Input should be a valid integer"),
+    ("data: {transforms: {hflip: 'no'}}\n", "data.transforms.hflip: Input should be a valid boolean"),
+    ("data: {transforms: {hflip: 0}}\n", "data.transforms.hflip: Input should be a valid boolean"),
+    ("data: {real_gen_ratio: '1'}\n", "data.real_gen_ratio: Input should be a valid number"),
+    ("data: {real: [{name: x, root: r, domain_level: true}]}\n", "domain_level: expected an integer, got True"),
+    ("data: {real: [{name: x, root: r, take_seed: false}]}\n", "take_seed: expected an integer, got False"),
+    ("data: {generated: [{name: g, manifest: m.csv, deep: 1}]}\n", "data.generated.0.deep: Input should be a valid"),
+    # empty strings
+    ("data: {real: [{name: '', root: r}]}\n", "data.real.0: Value error, name: empty string"),
+    ("data: {real: [{name: x, root: ''}]}\n", "data.real.0: Value error, root: empty string"),
+    ("data: {}\nevaluation: {test: [{name: x, root: ' '}]}\n", "evaluation.test.0: Value error, root: empty"),
+    ("data: {generated: [{name: '', manifest: m.csv}]}\n", "data.generated.0.name: String should have at least 1"),
+    ("data: {generated: [{name: g, manifest: ''}]}\n", "data.generated.0.manifest: Value error, empty path"),
 ])
 def test_a_bad_config_fails_at_load_naming_the_field(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")
                        .replace("(", r"\(").replace(")", r"\)")):
         parse_run_config(text)
+
+
+def test_strict_fields_still_take_yaml_numbers_as_written() -> None:
+    cfg = parse_run_config("data: {real_gen_ratio: 1, seed: 4294967295, transforms: {jitter: 0, hflip: false}}\n"
+                           "train: {optimizer: {lr: 1e-3, weight_decay: 0}, grad_clip: 1}\n")
+    assert cfg.data.real_gen_ratio == 1.0 and isinstance(cfg.data.real_gen_ratio, float)
+    assert cfg.train.optimizer.lr == 0.001 and cfg.train.grad_clip == 1.0 and cfg.data.seed == 2**32 - 1
+    assert cfg.data.transforms.hflip is False
+    assert parse_run_config(yaml.safe_dump(cfg.model_dump(mode="json"))) == cfg  # a resolved config reads back
 
 
 def test_a_study_with_an_unknown_model_or_a_file_as_results_root_fails_at_load(tmp_path: Path) -> None:

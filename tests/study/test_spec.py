@@ -72,10 +72,59 @@ def test_run_configs_follow_the_strategy(tmp_path: Path) -> None:
     ({"ratios": [0.12, 0.125, 0.1249, 0.5, 0.5]}, "ratios lists 0.5 more than once"),
     ({"ratios": [0.1, 0.1000000000001]}, "ratios lists 0.1, 0.1000000000001 more than once"),
     ({"batch_size": 1}, "cannot hold both"),
+    # an empty list is not "all": it is refused, naming the field (a key left out keeps meaning all / the default)
+    ({"stages": {"stage1": {"datasets": []}}}, "stages.stage1.datasets: List should have at least 1 item"),
+    ({"stages": {"stage1": {"strategies": []}}}, "stages.stage1.strategies: List should have at least 1 item"),
+    ({"stages": {"stage1": {"ratios": []}}}, "stages.stage1.ratios: List should have at least 1 item"),
+    ({"stages": {"stage1": {"models": []}}}, "stages.stage1.models: List should have at least 1 item"),
+    ({"seeds": []}, "seeds: List should have at least 1 item"),
+    ({"models": []}, "models: List should have at least 1 item"),
+    # names that become folders of run directories
+    ({"datasets": {"..": {"train": {"root": "d"}, "test": {"root": "t"}}}}, "name '..' starts with a dot"),
+    ({"datasets": {"a/b": {"train": {"root": "d"}, "test": {"root": "t"}}}}, "name 'a/b' contains '/'"),
+    ({"datasets": {"a\\b": {"train": {"root": "d"}, "test": {"root": "t"}}}}, "contains '\\\\\\\\'"),
+    ({"datasets": {"": {"train": {"root": "d"}, "test": {"root": "t"}}}}, "datasets..*name is empty"),
+    ({"datasets": {"a\tb": {"train": {"root": "d"}, "test": {"root": "t"}}}}, "contains '\\\\t'"),
+    ({"generators": {"f/../../x": {"manifest": "m.csv"}}, "strategies": ["baseline", "gen_f/../../x"],
+      "noise_reference": None}, "generators.f/../../x.*contains '/'"),
+    ({"augmentations": {".hidden": {}}}, "augmentations..hidden.*starts with a dot"),
+    # seeds: numpy's range, YAML integers only
+    ({"seeds": [-1]}, "seeds.0: Input should be greater than or equal to 0"),
+    ({"seeds": [2**32]}, "seeds.0: Input should be less than 4294967296"),
+    ({"seeds": [True]}, "seeds.0: Input should be a valid integer"),
+    ({"train": {"seed": -1}}, "train.seed: Input should be greater than or equal to 0"),
+    ({"batch_size": True}, "batch_size: Input should be a valid integer"),
+    ({"transforms": {"hflip": "no"}}, "transforms.hflip: Input should be a valid boolean"),
+    ({"datasets": {"bdd": {"train": {"root": "d", "domain_level": True}, "test": {"root": "t"}}}},
+     "datasets.bdd.train: Value error, domain_level: expected an integer, got True"),
+    # slurm: the checkpoint signal inside the allocation, resources positive
+    ({"slurm": {"timeout_min": 1, "signal_delay_s": 600}}, "slurm.signal_delay_s 600 is not shorter than the time"),
+    ({"slurm": {"timeout_min": 10, "signal_delay_s": 600}}, "signal_delay_s 600 is not shorter"),
+    ({"slurm": {"mem_gb": 0}}, "slurm.mem_gb: Input should be greater than or equal to 1"),
+    ({"slurm": {"cpus_per_task": 0}}, "slurm.cpus_per_task: Input should be greater than or equal to 1"),
+    ({"slurm": {"nodes": True}}, "slurm.nodes: Input should be a valid integer"),
+    # empty strings
+    ({"datasets": {"bdd": {"train": {"root": "d", "name": ""}, "test": {"root": "t"}}}},
+     "datasets.bdd.train: Value error, name: empty string"),
+    ({"datasets": {"bdd": {"train": {"root": ""}, "test": {"root": "t"}}}},
+     "datasets.bdd.train: Value error, root: empty string"),
+    ({"generators": {"cyclegan": {"manifest": ""}}}, "generators.cyclegan.manifest: Value error, empty path"),
+    ({"name": ""}, "name: String should have at least 1 character"),
 ])
 def test_study_validation_names_the_field(tmp_path: Path, over: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]")):
         load_study(_study(tmp_path, **over))
+
+
+def test_left_out_lists_still_mean_all_and_yaml_exponents_are_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "study.yaml"
+    path.write_text(_study(tmp_path, stages={"stage1": {}}).read_text()
+                    + "train: {optimizer: {lr: 1e-3}, seed: 7}\nslurm: {timeout_min: 2, signal_delay_s: 119}\n")
+    study = load_study(path)
+    assert study.train.optimizer.lr == 0.001 and study.slurm.signal_delay_s == 119
+    runs = expand(study)
+    assert {r.dataset for r in runs} == {"bdd", "idd"} and {r.model for r in runs} == {"unet_tiny", "unet_micro"}
+    assert {r.seed for r in runs} == {0, 1, 2, 3} and len(runs) == 3 * 2 * 2 * 4  # strategy x dataset x model x seed
 
 
 def test_stage2_top_k_keeps_the_best_stage1_strategies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,8 +19,9 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Callable
-from functools import cache
+from functools import cache, lru_cache
 from types import ModuleType
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -62,7 +63,10 @@ def _orientation(im: Image.Image) -> int:
         return 1
 
 
-def _pixels(path: str, exif: bool, take: Callable[[Image.Image], np.ndarray]) -> tuple[str, str, np.ndarray]:
+T = TypeVar("T")
+
+
+def _pixels(path: str, exif: bool, take: Callable[[Image.Image], T]) -> tuple[str, str, T]:
     """(format, mode, ``take(image)``) of the image at ``path``, EXIF applied; failures raise OSError naming it."""
     try:
         with Image.open(path) as f:
@@ -229,16 +233,67 @@ def image_size(path: str, exif: bool = True) -> tuple[int, int]:
     return (h.width, h.height) if swapped else (h.height, h.width)
 
 
-def _label_pixels(im: Image.Image) -> np.ndarray:
+_Palette = tuple[bytes, np.ndarray]  # a 'P' label's palette (RGB triples) and which of its 256 indices are used
+
+
+def _label_pixels(im: Image.Image) -> tuple[np.ndarray, _Palette | None]:
+    """The label's values, and for a palette image its palette and used indices (to tell indices from colours;
+    Pillow's histogram counts them in C, 4x faster than a bincount of the array)."""
     if im.mode in ("RGB", "RGBA"):
-        return np.asarray(im.convert("RGB"))
+        return np.asarray(im.convert("RGB")), None
     if im.mode in ("P", "L"):
         # Pillow's Arrow export is zero-copy; np.array(im) goes through tobytes(), 3x the decode itself
         flat = pa.array(im).to_numpy(zero_copy_only=True)
-        return np.array(flat.reshape(im.height, im.width))
+        palette = (bytes(im.getpalette("RGB") or []), np.asarray(im.histogram(), np.int64) > 0) if im.mode == "P" \
+            else None
+        return np.array(flat.reshape(im.height, im.width)), palette
     if im.mode in _WIDE_MODES[:-1]:
-        return np.array(im)
-    return np.empty((0, 0), np.uint8)  # refused below, outside the decoding guard
+        return np.array(im), None
+    return np.empty((0, 0), np.uint8), None  # refused below, outside the decoding guard
+
+
+@lru_cache(maxsize=64)
+def _palette_tables(palette: bytes, class_set: ClassSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per palette index (256 entries): is its colour the class colour of the same id; does it say nothing
+    beyond the index (no entry, grey (i, i, i), or black: tools that write no palette leave zeros); the class id
+    its colour names (-1: none, 255: black)."""
+    n = len(palette) // 3
+    colours = np.zeros((256, 3), np.int64)
+    colours[:n] = np.frombuffer(palette[: 3 * n], np.uint8).reshape(n, 3)[:256]
+    index = np.arange(256)
+    own = np.zeros((256, 3), np.int64)
+    own[: class_set.num_classes] = class_set.palette
+    same_id = (index < class_set.num_classes) & (colours == own).all(axis=1)
+    no_colour = (index >= n) | (colours == index[:, None]).all(axis=1) | (colours == 0).all(axis=1)
+    by_colour = np.full(256, -1, np.int64)
+    by_colour[(colours == 0).all(axis=1) & (index < n)] = IGNORE_INDEX  # black, as in ClassSet.decode_rgb
+    for cid, rgb in enumerate(class_set.palette):  # a class colour wins over black, as in decode_rgb
+        by_colour[(colours == rgb).all(axis=1) & (index < n)] = cid
+    return same_id, no_colour, by_colour
+
+
+def _palette_ids(path: str, indices: np.ndarray, palette: _Palette, class_set: ClassSet) -> np.ndarray:
+    """Class ids of a palette ('P') label: the indices when they are ids (VOC-style: index i has class i's colour,
+    or the palette has no colours), else the ids the used entries' colours name (a colour mask saved with an
+    adaptive palette); a used colour that is no class colour raises, naming the file.
+
+    256-entry tables cached per palette: per image, Pillow's histogram and a lookup only for colour masks.
+    """
+    same_id, no_colour, by_colour = _palette_tables(palette[0], class_set)
+    used = palette[1].copy()
+    used[IGNORE_INDEX] = False  # 255 is the ignore value whatever its colour (VOC boundaries)
+    if same_id[used].all() or no_colour[used].all():
+        return indices
+    if (by_colour[used] >= 0).all():
+        return np.take(by_colour.astype(np.uint8), indices)
+    if used[class_set.num_classes:].any():
+        return indices  # indices that are no ids: the range check names them (a dataset's own ids, no label_map)
+    bad = np.flatnonzero(used & (by_colour < 0))[:5]
+    listed = ", ".join(f"index {i} = {tuple(palette[0][3 * i: 3 * i + 3])}" for i in bad.tolist())
+    raise LabelDecodeError(
+        f"{path}: palette label whose indices are not {class_set.name} ids (their colours are not the class "
+        f"colours of the same ids) and whose colours are not class colours either: {listed}; save the mask "
+        "with class ids as indices (or single-channel), or with the class set's colours")
 
 
 def _fast_label(path: str) -> tuple[str, str, np.ndarray] | None:
@@ -268,7 +323,9 @@ def decode_label(path: str, class_set: ClassSet | None, exif: bool = True,
     be decoded raises OSError; values (or colours) that are not class ids raise LabelDecodeError;
     both name the file.
     """
-    fmt, mode, values = _fast_label(path) or _pixels(path, exif, _label_pixels)
+    fast = _fast_label(path)
+    fmt, mode, (values, palette) = (fast[0], fast[1], (fast[2], None)) if fast else _pixels(path, exif,
+                                                                                           _label_pixels)
     if fmt == "JPEG":
         raise LabelDecodeError(f"{path}: a JPEG label: lossy compression changes class ids and colours near every "
                                "edge; labels must be stored losslessly (PNG)")
@@ -282,6 +339,8 @@ def decode_label(path: str, class_set: ClassSet | None, exif: bool = True,
             mask = class_set.decode_rgb(values)
         except ValueError as exc:
             raise LabelDecodeError(f"{path}: {exc}") from None
+    elif mode == "P" and class_set is not None and label_map is None and palette is not None:
+        mask = _palette_ids(path, values, palette, class_set)  # with a label_map, indices are the source's ids
     elif mode in ("P", "L"):
         mask = values
     elif mode in _WIDE_MODES[:-1]:

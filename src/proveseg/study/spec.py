@@ -16,9 +16,10 @@ from proveseg.config import (
     StrongViewConfig,
     TrainConfig,
     TransformConfig,
+    check_source_input,
     load_yaml_model,
 )
-from proveseg.fields import Repeat
+from proveseg.fields import Float, FolderName, InputPath, Int, Name, Repeat, Seed, folder_name_problem
 from proveseg.readers import SourceConfig
 from proveseg.strategies import parse_strategy
 from proveseg.study.runkey import ratio_text
@@ -36,6 +37,7 @@ class _Strict(BaseModel):
 
 def _name_optional(value: Any) -> Any:
     """A split may leave ``name`` out (``""``): the run names the source after the dataset's key."""
+    value = check_source_input(value)  # a ``name: ''`` written out is still refused
     return {"name": "", **value} if isinstance(value, Mapping) else value
 
 
@@ -93,7 +95,7 @@ class DatasetSpec(_Strict):
     takes the splits the reader names as its dataset's published ones (see :func:`_expand_preset`).
     """
 
-    class_set: str = "cityscapes19"
+    class_set: Name = "cityscapes19"
     train: SplitSpec
     val: SplitSpec | None = None
     test: SplitSpec
@@ -121,13 +123,13 @@ class GeneratorSpec(_Strict):
     """A generator's manifest. Its rows reuse their originals' labels, so by default the rows of dataset D decode
     through D's train split's label map (see :func:`proveseg.study.matrix.run_config`); ``label_map`` overrides."""
 
-    manifest: Path
+    manifest: InputPath
     repeat: Repeat = 1.0
     on_invalid: Literal["error", "skip"] = "error"
-    root: Path | None = None
+    root: InputPath | None = None
     pair: Literal["columns", "original"] = "columns"  # as GeneratedSourceConfig.pair
     pair_geometry: Literal["shared", "independent"] = "shared"
-    label_map: Path | None = None  # CSV/YAML table of the label_path ids (default: the dataset's own map)
+    label_map: InputPath | None = None  # CSV/YAML table of the label_path ids (default: the dataset's own map)
     unmapped: Literal["error", "ignore"] | None = None  # default: the dataset's train split's (error without a map)
 
     @model_validator(mode="after")
@@ -162,7 +164,7 @@ class SelfTrainSpec(_Strict):
     """A self-training strategy ``selftrain_<name>``: its unlabeled images, their share of every batch, the teacher."""
 
     unlabeled: SplitSpec | None = None  # default: the dataset's own train split, every domain, labels ignored
-    unlabeled_share: float = Field(0.5, gt=0, lt=1)
+    unlabeled_share: Float = Field(0.5, gt=0, lt=1)
     teacher: SelfTrainConfig = SelfTrainConfig()
     control: str | None = None  # an augmentation whose strong_view equals the teacher's: std_<control> is the control
 
@@ -174,39 +176,44 @@ class SelfTrainSpec(_Strict):
 
 
 class StageSpec(_Strict):
-    strategies: list[str] | None = None  # default: the study's strategies
-    ratios: list[float] | None = None  # default: the study's ratios
-    top_k: int | None = Field(None, ge=1)  # stage2: only the best K strategies of stage1 (+ baseline)
-    datasets: list[str] | None = None  # default: every dataset (stage1 needs clear_day images: IDD-AW has none)
-    models: list[str] | None = None  # default: the study's models (an ablation on one model)
+    # each list: left out (null) = the study's own; an empty list would plan nothing, so it is refused
+    strategies: list[str] | None = Field(None, min_length=1)  # default: the study's strategies
+    ratios: list[Float] | None = Field(None, min_length=1)  # default: the study's ratios
+    top_k: Int | None = Field(None, ge=1)  # stage2: only the best K strategies of stage1 (+ baseline)
+    datasets: list[str] | None = Field(None, min_length=1)  # default: every dataset (stage1: clear_day images)
+    models: list[str] | None = Field(None, min_length=1)  # default: the study's models (an ablation on one model)
 
 
 class ModelOptions(_Strict):
     """Pretrained weights for one of the study's models (every run of that model starts from them)."""
 
     encoder_weights: Literal["imagenet"] | None = None  # downloaded by smp / the HF hub when a run builds the model
-    weights: Path | None = None  # a local .pth/.safetensors file (relative paths start at the working directory)
+    weights: InputPath | None = None  # a local .pth/.safetensors file (relative paths start at the working directory)
 
 
 class SlurmSpec(_Strict):
     """How each run of the study runs as a Slurm job: ``nodes`` x ``tasks_per_node`` ranks (one per GPU)."""
 
     partition: str | None = None
-    nodes: int = Field(1, ge=1)
-    gpus_per_node: int = Field(0, ge=0)
-    tasks_per_node: int | None = Field(None, ge=1)  # default: gpus_per_node (1 without GPUs); CPU ranks use gloo
-    cpus_per_task: int = Field(2, ge=1)
-    mem_gb: int = Field(8, ge=1)  # per node
-    timeout_min: int = Field(60, ge=1)  # per allocation: a longer run checkpoints and continues in the next one
-    signal_delay_s: int = Field(90, ge=10)  # SIGUSR2 this long before the time limit: checkpoint and requeue
-    max_timeouts: int = Field(10, ge=0)  # allocations a run may outlive by its time limit (preemptions: no limit)
-    array_parallelism: int = Field(8, ge=1)
+    nodes: Int = Field(1, ge=1)
+    gpus_per_node: Int = Field(0, ge=0)
+    tasks_per_node: Int | None = Field(None, ge=1)  # default: gpus_per_node (1 without GPUs); CPU ranks use gloo
+    cpus_per_task: Int = Field(2, ge=1)
+    mem_gb: Int = Field(8, ge=1)  # per node
+    timeout_min: Int = Field(60, ge=1)  # per allocation: a longer run checkpoints and continues in the next one
+    signal_delay_s: Int = Field(90, ge=10)  # SIGUSR2 this long before the time limit: checkpoint and requeue
+    max_timeouts: Int = Field(10, ge=0)  # allocations a run may outlive by its time limit (preemptions: no limit)
+    array_parallelism: Int = Field(8, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> SlurmSpec:
         if self.gpus_per_node and self.tasks_per_node not in (None, self.gpus_per_node):
             raise ValueError(f"slurm.tasks_per_node {self.tasks_per_node} != gpus_per_node {self.gpus_per_node}: "
                              "each rank trains on one GPU")
+        if self.signal_delay_s >= self.timeout_min * 60:
+            raise ValueError(f"slurm.signal_delay_s {self.signal_delay_s} is not shorter than the time limit "
+                             f"(timeout_min {self.timeout_min} = {self.timeout_min * 60} s): no time would be left to "
+                             "train before the checkpoint signal")
         return self
 
     @property
@@ -222,20 +229,21 @@ class SlurmSpec(_Strict):
 class StudyConfig(_Strict):
     """A matrix of runs: strategy x dataset x model x ratio x seed, per stage."""
 
-    name: str
-    results_root: Path = Path("results")
-    datasets: dict[str, DatasetSpec]
-    generators: dict[str, GeneratorSpec] = Field(default_factory=dict)
-    strategies: list[str]
+    name: Name
+    results_root: InputPath = Path("results")
+    # keys become folders of run directories (<stage>/<strategy>/<dataset>/), strategy names embed the others
+    datasets: dict[FolderName, DatasetSpec]
+    generators: dict[FolderName, GeneratorSpec] = Field(default_factory=dict)
+    strategies: list[str] = Field(min_length=1)
     noise_reference: str | None = None  # the generator whose entries gen_random_noise replaces
-    augmentations: dict[str, AugmentationSpec] = Field(default_factory=dict)  # std_<name>: real data + these
-    selftrain: dict[str, SelfTrainSpec] = Field(default_factory=dict)  # selftrain_<name> (plain selftrain: default)
-    models: list[str] = Field(default_factory=lambda: ["unet_tiny"])
+    augmentations: dict[FolderName, AugmentationSpec] = Field(default_factory=dict)  # std_<name>: real + these
+    selftrain: dict[FolderName, SelfTrainSpec] = Field(default_factory=dict)  # selftrain_<name> (plain: default)
+    models: list[str] = Field(default_factory=lambda: ["unet_tiny"], min_length=1)
     model_options: dict[str, ModelOptions] = Field(default_factory=dict)  # per model: encoder_weights / weights
-    ratios: list[float] = Field(default_factory=lambda: [0.5])
-    seeds: list[int] = Field(default_factory=lambda: [0])
-    batch_size: int = Field(8, ge=1)
-    num_workers: int = Field(0, ge=0)
+    ratios: list[Float] = Field(default_factory=lambda: [0.5], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)  # left out: [0]; empty: refused
+    batch_size: Int = Field(8, ge=1)
+    num_workers: Int = Field(0, ge=0)
     transforms: TransformConfig = TransformConfig()
     train: TrainConfig = TrainConfig()
     evaluation: EvalConfig = EvalConfig()
@@ -264,10 +272,7 @@ class StudyConfig(_Strict):
         for r in [*self.ratios, *(x for s in self.stages.values() for x in (s.ratios or []))]:
             if not 0.0 <= r <= 1.0:
                 raise ValueError(f"ratio {r} outside [0, 1]")
-        for strategy in sorted({*self.strategies, *(x for s in self.stages.values() for x in (s.strategies or []))}):
-            why = parse_strategy(strategy).check(self)  # an unknown name raises, listing the valid forms
-            if why:
-                raise ValueError(why)
+        _check_strategies(self)
         for name, spec in self.selftrain.items():
             why = _control_problem(name, spec, self)
             if why:
@@ -289,6 +294,17 @@ class StudyConfig(_Strict):
         if self.batch_size < 2 and any(r not in (0.0, 1.0) for r in self.ratios):
             raise ValueError(f"batch_size {self.batch_size} cannot hold both real and generated samples")
         return self
+
+
+def _check_strategies(study: StudyConfig) -> None:
+    """Every strategy named anywhere is known, runnable in this study, and a single folder name."""
+    for strategy in sorted({*study.strategies, *(x for s in study.stages.values() for x in (s.strategies or []))}):
+        problem = folder_name_problem(strategy)  # it names a folder of every run directory it plans
+        if problem:
+            raise ValueError(f"strategy {problem}")
+        why = parse_strategy(strategy).check(study)  # an unknown name raises, listing the valid forms
+        if why:
+            raise ValueError(why)
 
 
 def _check_model_options(study: StudyConfig) -> None:
