@@ -45,3 +45,61 @@ def test_a_symlink_cycle_or_alias_is_an_error_naming_the_link(tmp_path: Path) ->
     os.symlink(tmp_path / "images/fog", tmp_path / "images/zz_alias")
     with pytest.raises(ReaderError, match=r"images/zz_alias: leads to .*already read as .*images/fog"):
         read_dataset("folder", tmp_path, "s")
+
+
+@pytest.fixture()
+def listed(tmp_path: Path) -> Path:
+    """A folder with images a, b and their labels, for CSV lists written beside them."""
+    for stem in ("a", "b"):
+        _img(tmp_path / f"{stem}.jpg")
+        _img(tmp_path / f"{stem}.png", rgb=False)
+    return tmp_path
+
+
+def _list(folder: Path, text: str, name: str = "list.csv") -> Path:
+    (folder / name).write_text(text)
+    return folder / name
+
+
+def test_a_list_naming_one_image_twice_is_refused_naming_both_rows(listed: Path) -> None:
+    path = _list(listed, "image,label,domain\na.jpg,a.png,fog\nb.jpg,b.png,fog\n./a.jpg,a.png,fog\n")
+    with pytest.raises(ReaderError, match=r"list\.csv: rows 2 and 4 list the same image '\./a\.jpg'"):
+        read_dataset("csv", path, "x")
+
+
+def test_an_empty_label_field_is_refused_naming_file_row_and_field(listed: Path) -> None:
+    path = _list(listed, "image,label,domain\na.jpg,a.png,fog\n\nb.jpg,,fog\n")  # blank line: row numbers are lines
+    with pytest.raises(ReaderError, match=r"list\.csv: row 4: field 'label' is empty"):
+        read_dataset("csv", path, "x")
+
+
+def test_a_row_longer_than_the_header_is_refused(listed: Path) -> None:
+    path = _list(listed, "image,label,domain\na.jpg,a.png,fog,extra\n")
+    with pytest.raises(ReaderError, match=r"list\.csv: row 2: 4 fields, header has 3"):
+        read_dataset("csv", path, "x")
+
+
+def test_a_missing_image_is_refused_naming_the_row_or_skipped_and_counted(listed: Path) -> None:
+    path = _list(listed, "image,label,domain\na.jpg,a.png,fog\nnope.jpg,b.png,fog\n")
+    with pytest.raises(ReaderError, match=r"list\.csv: 1 row\(s\) whose image does not exist: row 3: field 'image'"):
+        read_dataset("csv", path, "x")
+    result = read_dataset("csv", path, "x", on_invalid="skip")
+    assert len(result.records) == 1 and result.skipped == {"missing_image": 1}
+    assert "row 3" in result.examples["missing_image"][0]
+
+
+def test_a_list_without_a_label_column_is_refused_as_a_real_source(listed: Path) -> None:
+    from proveseg.config import DataConfig
+    from proveseg.data.pipeline import build_training_data
+
+    path = _list(listed, "image,domain\na.jpg,fog\nb.jpg,fog\n")
+    assert read_dataset("csv", path, "x").records.kind.tolist() == ["unlabeled"] * 2  # fine where labels are optional
+    cfg = DataConfig.model_validate({"real": [{"name": "lst", "reader": "csv", "root": str(path)}], "batch_size": 2})
+    with pytest.raises(ReaderError, match=r"source 'lst' is a labeled source.*list\.csv: header lacks column 'label'"):
+        build_training_data(cfg)
+
+
+def test_a_row_shorter_than_the_header_is_refused(listed: Path) -> None:
+    path = _list(listed, "image,label,domain\na.jpg,a.png,fog\nb.jpg\n")
+    with pytest.raises(ReaderError, match=r"list\.csv: row 3: 1 field\(s\), header has 3"):
+        read_dataset("csv", path, "x")

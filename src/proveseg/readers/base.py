@@ -105,6 +105,10 @@ class SourceBase(BaseModel):
             return LabelMap(builtin.lut, builtin.origin, self.unmapped)
         return builtin
 
+    def unlabeled_reason(self) -> str:
+        """Why this source's records come without labels (a labeled role refuses such a source with it)."""
+        return f"{self.root}: the {self.reader} reader gives no labels"
+
     @abstractmethod
     def read(self) -> ReadResult:
         """Every record the reader finds, sorted (``domains`` and ``take`` are applied by ``read_source``)."""
