@@ -103,3 +103,74 @@ def test_a_row_shorter_than_the_header_is_refused(listed: Path) -> None:
     path = _list(listed, "image,label,domain\na.jpg,a.png,fog\nb.jpg\n")
     with pytest.raises(ReaderError, match=r"list\.csv: row 3: 1 field\(s\), header has 3"):
         read_dataset("csv", path, "x")
+
+
+@pytest.fixture()
+def gen_root(tmp_path: Path) -> Path:
+    """A data root with original o.png, label o_l.png and generated images g0..g3.png (8x12)."""
+    from proveseg.data.manifest import ROOT_MARKER
+
+    (tmp_path / ROOT_MARKER).write_text("")
+    _img(tmp_path / "o.png")
+    _img(tmp_path / "o_l.png", rgb=False)
+    for i in range(4):
+        _img(tmp_path / f"g{i}.png", value=i)
+    return tmp_path
+
+
+def _manifest(root: Path, rows: list[tuple[str, str, str]]) -> Path:
+    """A manifest of (generated image, dataset, target domain) rows, all of the one original and label."""
+    lines = ["generated_path,original_path,label_path,dataset,source_domain,target_domain"]
+    lines += [f"{g},o.png,o_l.png,{d},clear_day,{t}" for g, d, t in rows]
+    (root / "m.csv").write_text("\n".join(lines) + "\n")
+    return root / "m.csv"
+
+
+def test_a_generated_image_under_two_target_domains_is_a_duplicate_row(gen_root: Path) -> None:
+    from proveseg.data.manifest import validate_manifest
+
+    report = validate_manifest(_manifest(gen_root, [("g0.png", "d", "fog"), ("g1.png", "d", "fog"),
+                                                    ("g0.png", "d", "night")]))
+    assert report.rejected_rows == [(4, "duplicate_row", "same generated image as row 2, with another target_domain")]
+    assert len(report.records) == 2
+
+
+def test_rows_left_out_by_the_dataset_filter_are_counted(gen_root: Path) -> None:
+    from proveseg.data.manifest import validate_manifest
+
+    path = _manifest(gen_root, [("g0.png", "d", "fog"), ("g1.png", "dd", "fog"), ("g2.png", "D", "fog"),
+                                ("g3.png", "dd", "night")])
+    doc = validate_manifest(path, datasets=["d"]).as_dict()["datasets"]
+    assert doc == {"D": {"rows": 0, "found": 0, "valid": 0, "rejected": {}, "examples": [], "filtered": 1},
+                   "d": {"rows": 1, "found": 1, "valid": 1, "rejected": {}, "examples": []},
+                   "dd": {"rows": 0, "found": 0, "valid": 0, "rejected": {}, "examples": [], "filtered": 2}}
+    by_domain = validate_manifest(path, target_domains=["fog"]).as_dict()["datasets"]
+    assert by_domain["dd"]["filtered"] == 1 and "filtered" not in by_domain["d"]  # type: ignore[index,operator]
+
+
+def test_plan_refuses_a_manifest_with_rows_of_no_study_dataset(tiny_benchmark: Path, tmp_path: Path) -> None:
+    import csv
+
+    from proveseg.study.matrix import expand
+    from proveseg.study.preflight import study_problems
+    from proveseg.study.spec import StudyConfig
+
+    source = tiny_benchmark / "generated/faithful/manifest.csv"
+    with source.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for i, row in enumerate(rows[:3]):
+        row["dataset"] = "Synthetic" if i else "synthtic"
+    manifest = tmp_path / "typo.csv"  # preflight reads only the dataset column: the paths need not resolve
+    with manifest.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    study = StudyConfig.model_validate({
+        "name": "s", "results_root": str(tmp_path / "r"), "strategies": ["baseline", "gen_faithful"],
+        "models": ["unet_micro"], "generators": {"faithful": {"manifest": str(manifest)}},
+        "datasets": {"synthetic": {"train": {"root": str(tiny_benchmark / "train")},
+                                   "test": {"root": str(tiny_benchmark / "test")}}}})
+    problems = [p for p in study_problems(study, expand(study)) if p.startswith("generators.")]
+    assert len(problems) == 1, problems
+    assert "has 3 row(s) whose dataset is not a study dataset: 'Synthetic' (2 rows), 'synthtic' (1 row)" in problems[0]
+    assert "'Synthetic' looks like 'synthetic'; 'synthtic' looks like 'synthetic'" in problems[0]
