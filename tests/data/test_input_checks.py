@@ -174,3 +174,28 @@ def test_plan_refuses_a_manifest_with_rows_of_no_study_dataset(tiny_benchmark: P
     assert len(problems) == 1, problems
     assert "has 3 row(s) whose dataset is not a study dataset: 'Synthetic' (2 rows), 'synthtic' (1 row)" in problems[0]
     assert "'Synthetic' looks like 'synthetic'; 'synthtic' looks like 'synthetic'" in problems[0]
+
+
+def test_zero_padded_yaml_keys_are_decimal_ids(tmp_path: Path) -> None:
+    from proveseg.data.labelmap import LabelMapError, load_label_map
+
+    path = tmp_path / "map.yaml"
+    path.write_text("007: 1\n010: 2\n011: 3\n")  # YAML 1.1 would read 010 as octal 8
+    lut = load_label_map(path).lut
+    assert {i: int(lut[i]) for i in (7, 8, 9, 10, 11)} == {7: 1, 8: -1, 9: -1, 10: 2, 11: 3}
+    path.write_text("7: 1\n07: 2\n")  # the same id twice, once padded
+    with pytest.raises(LabelMapError, match=r"map\.yaml: line 2: key '07': source id 7 is mapped twice "
+                                            r"\(first at line 1: key '7'\)"):
+        load_label_map(path)
+
+
+def test_label_map_csv_rows_are_file_lines_and_extra_fields_are_refused(tmp_path: Path) -> None:
+    from proveseg.data.labelmap import LabelMapError, load_label_map
+
+    path = tmp_path / "map.csv"
+    path.write_text("source,target\n7,1\n\n10,2\n10,3\n")
+    with pytest.raises(LabelMapError, match=r"map\.csv: row 5: source id 10 is mapped twice \(first at row 4\)"):
+        load_label_map(path)
+    path.write_text("source,target,note\n7,1,x\n8,2,y,extra\n")
+    with pytest.raises(LabelMapError, match=r"map\.csv: row 3: 4 fields, header has 3"):
+        load_label_map(path)
