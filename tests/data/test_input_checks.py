@@ -199,3 +199,34 @@ def test_label_map_csv_rows_are_file_lines_and_extra_fields_are_refused(tmp_path
     path.write_text("source,target,note\n7,1,x\n8,2,y,extra\n")
     with pytest.raises(LabelMapError, match=r"map\.csv: row 3: 4 fields, header has 3"):
         load_label_map(path)
+
+
+def test_a_class_table_with_a_byte_order_mark_reads(tmp_path: Path) -> None:
+    from proveseg.data.classes import load_class_table
+
+    path = tmp_path / "bom.csv"
+    path.write_text("id,name,r,g,b\n0,road,128,64,128\n1,water,0,0,255\n", encoding="utf-8-sig")
+    assert load_class_table(path).names == ("road", "water")
+
+
+def test_a_missing_class_table_is_named_as_one(tmp_path: Path) -> None:
+    from proveseg.data.classes import load_class_table
+
+    with pytest.raises(ValueError, match=r"nope\.csv: class table not found"):
+        load_class_table(tmp_path / "nope.csv")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".yaml"])
+def test_two_classes_of_one_colour_are_refused_naming_both(tmp_path: Path, suffix: str) -> None:
+    from proveseg.data.classes import load_class_table
+
+    path = tmp_path / f"dup{suffix}"
+    if suffix == ".csv":
+        path.write_text("id,name,r,g,b\n0,road,128,64,128\n1,sidewalk,128,64,128\n")
+        where = r"row 2 \('road'\) and row 3 \('sidewalk'\)"
+    else:
+        path.write_text("- {id: 0, name: road, r: 128, g: 64, b: 128}\n"
+                        "- {id: 1, name: sidewalk, r: 128, g: 64, b: 128}\n")
+        where = r"entry 1 \('road'\) and entry 2 \('sidewalk'\)"
+    with pytest.raises(ValueError, match=rf"dup{suffix}: {where} have the same colour \(128, 64, 128\)"):
+        load_class_table(path)
