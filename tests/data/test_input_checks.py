@@ -230,3 +230,18 @@ def test_two_classes_of_one_colour_are_refused_naming_both(tmp_path: Path, suffi
         where = r"entry 1 \('road'\) and entry 2 \('sidewalk'\)"
     with pytest.raises(ValueError, match=rf"dup{suffix}: {where} have the same colour \(128, 64, 128\)"):
         load_class_table(path)
+
+
+def test_plan_refuses_a_study_split_listed_without_labels(listed: Path, tmp_path: Path) -> None:
+    from proveseg.study.matrix import expand
+    from proveseg.study.preflight import study_problems
+    from proveseg.study.spec import StudyConfig
+
+    path = _list(listed, "image,domain\na.jpg,clear_day\nb.jpg,clear_day\n")
+    study = StudyConfig.model_validate({
+        "name": "s", "results_root": str(tmp_path / "r"), "strategies": ["baseline"], "models": ["unet_micro"],
+        "datasets": {"lst": {"train": {"reader": "csv", "root": str(path)},
+                             "test": {"reader": "csv", "root": str(path)}}}})
+    problems = study_problems(study, expand(study))
+    assert problems and problems[0].startswith("datasets.lst.train: cannot be read (ReaderError: source 'lst")
+    assert "list.csv: header lacks column 'label'" in problems[0]

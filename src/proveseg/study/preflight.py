@@ -25,7 +25,8 @@ def _domains_of(source: object) -> tuple[list[str], str | None]:
     from proveseg.readers import read_source
 
     try:
-        records = read_source(source.model_copy(update={"domains": None, "take": None})).records  # type: ignore[attr-defined]
+        records = read_source(source.model_copy(update={"domains": None, "take": None}),  # type: ignore[attr-defined]
+                              labeled=True).records  # every split of a study dataset needs its labels
     except Exception as exc:  # any reader error: named below with its source
         return [], f"{type(exc).__name__}: {exc}"
     return sorted(set(records.domain.tolist())), None
