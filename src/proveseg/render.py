@@ -70,15 +70,18 @@ def synth_table(info: dict[str, Any], title: str) -> Table:
 
 
 def manifest_table(report: ManifestReport) -> Table:
-    """Per dataset of a manifest: rows, found, valid, and rejected rows by reason."""
+    """Per dataset of a manifest: rows, found, valid, rows left out by a dataset filter, and rejected rows by reason."""
     table = Table(title=f"{report.path} (generator {report.generator})")
     paired = any(rep.paired is not None for rep in report.datasets.values())  # a column only for paired manifests
-    for col in ("dataset", "rows", "found", "valid", *(["paired"] if paired else []), "rejected"):
+    filtered = any(rep.filtered for rep in report.datasets.values())  # and one only when a filter left rows out
+    for col in ("dataset", "rows", "found", "valid", *(["paired"] if paired else []),
+                *(["filtered"] if filtered else []), "rejected"):
         table.add_column(col, justify="left" if col in ("dataset", "rejected") else "right")
     for name, rep in sorted(report.datasets.items()):
         reasons = ", ".join(f"{r}: {n}" for r, n in sorted(rep.rejected.items())) or "-"
         pairs = [str(rep.paired or 0)] if paired else []
-        table.add_row(name, str(rep.rows), str(rep.found), str(rep.valid), *pairs, reasons)
+        left_out = [str(rep.filtered)] if filtered else []
+        table.add_row(name, str(rep.rows), str(rep.found), str(rep.valid), *pairs, *left_out, reasons)
     return _folded(table)
 
 

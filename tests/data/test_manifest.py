@@ -150,7 +150,9 @@ def test_every_reason_has_a_test() -> None:
 def test_filters_by_dataset_and_target_domain(root: Path) -> None:
     path = _write(root, [_row(), _row(dataset="other"), _row(target_domain="night")])
     report = validate_manifest(path, datasets=["d"], target_domains=["fog"])
-    assert len(report.records) == 1 and set(report.datasets) == {"d"}
+    assert len(report.records) == 1 and set(report.datasets) == {"d", "other"}
+    assert (report.datasets["d"].valid, report.datasets["d"].filtered) == (1, 1)  # the night row: counted, not used
+    assert (report.datasets["other"].rows, report.datasets["other"].filtered) == (0, 1)
 
 
 @pytest.mark.parametrize(("content", "match"), [

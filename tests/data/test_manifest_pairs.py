@@ -15,11 +15,13 @@ from proveseg.data.manifest import MANIFEST_COLUMNS, ROOT_MARKER, ManifestError,
 
 @pytest.fixture()
 def root(tmp_path: Path) -> Path:
-    """A data root with a generated image, its original and label (32x48), and a second view with its label."""
+    """A data root with two generated images (a, b) of one original and label (32x48), and a second view with its
+    label."""
     (tmp_path / ROOT_MARKER).write_text("")
     rng = np.random.default_rng(0)
     for sub, array in (("orig/a.png", rng.integers(0, 255, (32, 48, 3), dtype=np.uint8)),
                        ("gen/a.png", rng.integers(0, 255, (32, 48, 3), dtype=np.uint8)),
+                       ("gen/b.png", rng.integers(0, 255, (32, 48, 3), dtype=np.uint8)),
                        ("labels/a.png", np.full((32, 48), 3, np.uint8)),
                        ("next/a.png", rng.integers(0, 255, (32, 48, 3), dtype=np.uint8)),
                        ("next_labels/a.png", np.full((32, 48), 4, np.uint8)),
@@ -50,7 +52,8 @@ def _row(**over: str) -> dict[str, str]:
 
 
 def test_a_paired_manifest_validates_and_its_records_carry_the_pairs(root: Path) -> None:
-    report = validate_manifest(_write(root, [_row(), _row(target_domain="night", image2_path="", label2_path="")]))
+    report = validate_manifest(_write(root, [_row(), _row(generated_path="../gen/b.png", target_domain="night",
+                                                                  image2_path="", label2_path="")]))
     assert report.n_invalid == 0 and report.extra_columns == []
     assert report.as_dict()["datasets"]["d"]["paired"] == 1  # type: ignore[index]
     table = report.records
@@ -103,7 +106,7 @@ def test_a_pair_without_a_label_is_valid(root: Path) -> None:
 ])
 def test_bad_pairs_are_rejected_naming_row_and_field(root: Path, over: dict[str, str], reason: str,
                                                      detail: str) -> None:
-    report = validate_manifest(_write(root, [_row(target_domain="night"), _row(**over)]))
+    report = validate_manifest(_write(root, [_row(generated_path="../gen/b.png", target_domain="night"), _row(**over)]))
     assert [(row, why) for row, why, _ in report.rejected_rows] == [(3, reason)]
     assert report.rejected_rows[0][2].startswith(detail) or detail in report.rejected_rows[0][2]
     assert report.as_dict()["datasets"]["d"]["rejected"] == {reason: 1}  # type: ignore[index]
@@ -142,7 +145,7 @@ def test_unrelated_extra_columns_stay_reported(root: Path) -> None:
 
 
 def test_both_csv_parsers_read_the_pair_columns_alike(root: Path) -> None:
-    path = _write(root, [_row(), _row(target_domain="night", label2_path="")])
+    path = _write(root, [_row(), _row(generated_path="../gen/b.png", target_domain="night", label2_path="")])
     fast = validate_manifest(path).records
     path.write_text(path.read_text(encoding="utf-8") + "\n\n", encoding="utf-8")  # blank lines: the csv module reads it
     careful = validate_manifest(path).records
@@ -165,7 +168,8 @@ def test_manifest_validate_reports_the_pairs_and_names_a_bad_pair(root: Path, ca
     from proveseg.cli import main
 
     monkeypatch.setenv("COLUMNS", "200")
-    path = _write(root, [_row(), _row(target_domain="night", image2_path="../next/none.png")])
+    path = _write(root, [_row(), _row(generated_path="../gen/b.png", target_domain="night",
+                                          image2_path="../next/none.png")])
     assert main(["manifest", "validate", str(path), "--json"]) == 1
     doc = json.loads(capsys.readouterr().out)["datasets"]["d"]
     assert doc["paired"] == 1 and doc["rejected"] == {"missing_image2": 1}

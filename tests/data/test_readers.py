@@ -188,7 +188,7 @@ def test_class_table_decodes_rgb_masks(tmp_path: Path, suffix: str) -> None:
 def test_class_table_errors_name_the_row(tmp_path: Path) -> None:
     path = tmp_path / "bad.csv"
     path.write_text("id,name,r,g,b\n0,road,1,2,3\n0,again,1,2,3\n")
-    with pytest.raises(ValueError, match="row 2: id 0 appears twice"):
+    with pytest.raises(ValueError, match="row 3: id 0 appears twice"):  # row: the line of the file
         load_class_table(path)
 
 

@@ -141,35 +141,53 @@ def get_class_set(name: str) -> ClassSet:
 def load_class_table(path: str | Path) -> ClassSet:
     """A class set from a CSV (``id,name,r,g,b``) or YAML (list of mappings with those keys).
 
-    Ids must be 0..N-1, each exactly once; errors name the file and the row.
+    Ids must be 0..N-1, each exactly once, and colours distinct (an RGB label could not tell two
+    classes of one colour apart); errors name the file and the row (a CSV's line, a YAML's entry).
     """
     path = Path(path)
-    if path.suffix.lower() in (".yaml", ".yml"):
-        with path.open(encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-        rows = data.get("classes", data) if isinstance(data, dict) else data
-        if not isinstance(rows, list):
-            raise ValueError(f"{path}: expected a list of classes (or a 'classes:' list)")
-    else:
-        with path.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
+    if not path.is_file():
+        raise ValueError(f"{path}: class table not found (class_set: a built-in name, or a .csv/.yaml table)")
     entries: dict[int, tuple[str, tuple[int, int, int]]] = {}
-    for i, row in enumerate(rows, start=1):
+    colours: dict[tuple[int, int, int], str] = {}  # colour -> the row (and class) that has it
+    for where, row in _class_rows(path):
         try:
             cid = int(row["id"])
             rgb = (int(row["r"]), int(row["g"]), int(row["b"]))
             name = str(row["name"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: row {i}: needs id, name, r, g, b as numbers ({exc!r})") from None
+            raise ValueError(f"{path}: {where}: needs id, name, r, g, b as numbers ({exc!r})") from None
         if cid in entries:
-            raise ValueError(f"{path}: row {i}: id {cid} appears twice")
+            raise ValueError(f"{path}: {where}: id {cid} appears twice")
         if not all(0 <= c <= 255 for c in rgb):
-            raise ValueError(f"{path}: row {i}: colour {rgb} outside 0..255")
+            raise ValueError(f"{path}: {where}: colour {rgb} outside 0..255")
+        first = colours.setdefault(rgb, f"{where} ({name!r})")
+        if first != f"{where} ({name!r})":
+            raise ValueError(f"{path}: {first} and {where} ({name!r}) have the same colour {rgb}: an RGB label "
+                             "could not tell them apart")
         entries[cid] = (name, rgb)
     if sorted(entries) != list(range(len(entries))):
         raise ValueError(f"{path}: ids must be 0..{len(entries) - 1} without gaps, got {sorted(entries)}")
     return ClassSet(path.stem, tuple(entries[i][0] for i in range(len(entries))),
                     tuple(entries[i][1] for i in range(len(entries))))
+
+
+def _class_rows(path: Path) -> list[tuple[str, Any]]:
+    """A class table's rows, each with where it is (``row N``, N the CSV line; ``entry N`` in a YAML list)."""
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            with path.open(encoding="utf-8-sig") as fh:
+                data = yaml.safe_load(fh)
+            rows = data.get("classes", data) if isinstance(data, dict) else data
+            if not isinstance(rows, list):
+                raise ValueError(f"{path}: expected a list of classes (or a 'classes:' list)")
+            return [(f"entry {i}", row) for i, row in enumerate(rows, start=1)]
+        with path.open(newline="", encoding="utf-8-sig") as fh:  # -sig: a byte-order mark is not part of 'id'
+            reader = csv.DictReader(fh)
+            return [(f"row {reader.line_num}", row) for row in reader]
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: class table is not UTF-8 at byte {exc.start}") from None
+    except (yaml.YAMLError, csv.Error) as exc:
+        raise ValueError(f"{path}: class table cannot be parsed: {exc}") from None
 
 
 def resolve_class_set(name_or_path: str | Mapping[str, Any] | Any) -> ClassSet:

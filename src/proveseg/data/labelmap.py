@@ -93,26 +93,45 @@ def _as_id(value: object, where: str, field: str) -> int:
 
 
 def _csv_pairs(path: Path) -> list[tuple[int, int, str]]:
+    """The (source, target, where) of each row; ``where`` is the row's line in the file (header: line 1)."""
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         missing = {"source", "target"} - set(reader.fieldnames or [])
         if missing:
             raise LabelMapError(f"{path}: header {reader.fieldnames} lacks {sorted(missing)}; expected columns "
                                 "source,target")
-        return [(_as_id(row["source"], f"{path}: row {i}", "source"),
-                 _as_id(row["target"], f"{path}: row {i}", "target"), f"row {i}")
-                for i, row in enumerate(reader, start=2)]
+        pairs = []
+        for row in reader:
+            where = f"row {reader.line_num}"  # the line: blank lines, which DictReader skips, still count
+            if None in row:  # fields beyond the header
+                raise LabelMapError(f"{path}: {where}: {len(row) - 1 + len(row[None])} fields, header has "
+                                    f"{len(row) - 1}")
+            pairs.append((_as_id(row["source"], f"{path}: {where}", "source"),
+                          _as_id(row["target"], f"{path}: {where}", "target"), where))
+        return pairs
 
 
 def _yaml_pairs(path: Path) -> list[tuple[int, int, str]]:
+    """The (source, target, where) of each key, read from the YAML node tree: keys and values as their text.
+
+    Not ``safe_load``'s values: YAML 1.1 reads ``010`` as octal 8 and ``0x0a`` as 10, and a key given
+    twice would silently keep its last value. The text is parsed as a decimal id here.
+    """
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         raise LabelMapError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict) or not data:
+    if not isinstance(node, yaml.MappingNode) or not node.value:
         raise LabelMapError(f"{path}: expected a mapping of source id -> target id (e.g. `7: 0`)")
-    return [(_as_id(k, f"{path}: key {k!r}", "source"), _as_id(v, f"{path}: key {k!r}", "target"), f"key {k!r}")
-            for k, v in data.items()]
+    pairs = []
+    for key, value in node.value:
+        where = f"line {key.start_mark.line + 1}: key {key.value!r}" if isinstance(key, yaml.ScalarNode) else ""
+        if not where or not isinstance(value, yaml.ScalarNode):
+            raise LabelMapError(f"{path}: line {key.start_mark.line + 1}: expected `source id: target id`, "
+                                "each a plain integer")
+        pairs.append((_as_id(key.value, f"{path}: {where}", "source"),
+                      _as_id(value.value, f"{path}: {where}", "target"), where))
+    return pairs
 
 
 def load_label_map(path: Path, unmapped: str = "error") -> LabelMap:

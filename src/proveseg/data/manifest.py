@@ -68,11 +68,13 @@ class DatasetReport:
     rejected: dict[str, int] = field(default_factory=dict)
     examples: list[dict[str, object]] = field(default_factory=list)
     paired: int | None = None  # valid rows with a second image; None when the manifest is not paired
+    filtered: int = 0  # rows the datasets / target_domains filter left out: not validated, not used, counted
 
     def as_dict(self) -> dict[str, object]:
         pairs = {} if self.paired is None else {"paired": self.paired}
+        filtered = {"filtered": self.filtered} if self.filtered else {}
         return {"rows": self.rows, "found": self.found, "valid": self.valid, **pairs,
-                "rejected": dict(sorted(self.rejected.items())), "examples": self.examples}
+                "rejected": dict(sorted(self.rejected.items())), "examples": self.examples, **filtered}
 
 
 @dataclass
@@ -519,7 +521,8 @@ def validate_manifest(path: str | Path, generator: str | None = None, *, dataset
                       label_map: LabelMap | None = None) -> ManifestReport:
     """Validate a manifest and return its report with the records of the valid rows.
 
-    ``datasets`` / ``target_domains`` filter rows before validation (filtered rows are not counted).
+    ``datasets`` / ``target_domains`` filter rows before validation; the rows they leave out are counted per
+    dataset value as ``filtered`` (a value no row of which is kept gets a report of its own, with ``rows`` 0).
     ``check_files=False`` checks existence only; ``deep`` decodes every image and label fully.
     A manifest with a header but no rows is a ManifestError (a generator that wrote nothing).
     ``pair``: ``columns`` pairs the rows that fill ``image2_path`` (when the manifest has that
@@ -533,7 +536,7 @@ def validate_manifest(path: str | Path, generator: str | None = None, *, dataset
     numbers, cols, header = _read_manifest(path)
     if not len(numbers):
         raise ManifestError(f"{path}: a header but no rows")
-    numbers, cols = _filter_rows(numbers, cols, datasets=datasets, target_domains=target_domains)
+    numbers, cols, filtered = _filter_rows(numbers, cols, datasets=datasets, target_domains=target_domains)
     pair_paths = _pair_paths(path, cols, pair, pair_geometry)
     out = _Rejections(len(numbers))
     for c in MANIFEST_COLUMNS:
@@ -550,6 +553,9 @@ def validate_manifest(path: str | Path, generator: str | None = None, *, dataset
         _check_decoding(resolved, out, class_set, threads, label_map)
     valid = out.code < 0
     reports = _dataset_reports(cols["dataset"], numbers, found, out)
+    for value, n in filtered.items():
+        reports.setdefault(value, DatasetReport()).filtered = n
+    reports = dict(sorted(reports.items()))
     bad = np.flatnonzero(~valid)
     rejected = [(int(numbers[r]), REASONS[out.code[r]], out.detail[r]) for r in bad.tolist()]
     columns = {**{c: resolved[c].paths for c in (*_PATHS, *pair_paths)}, "dataset": cols["dataset"],
@@ -595,17 +601,21 @@ def _count_pairs(reports: dict[str, DatasetReport], dataset: pa.Array, paired: n
 
 
 def _filter_rows(numbers: np.ndarray, cols: dict[str, pa.Array], *, datasets: Iterable[str] | None,
-                 target_domains: Iterable[str] | None) -> tuple[np.ndarray, dict[str, pa.Array]]:
-    """The rows whose dataset and target domain are among those wanted (``None``: any)."""
+                 target_domains: Iterable[str] | None) -> tuple[np.ndarray, dict[str, pa.Array], dict[str, int]]:
+    """The rows whose dataset and target domain are among those wanted (``None``: any), and the number of
+    rows left out per dataset value."""
     keep = None
     for column, wanted in (("dataset", datasets), ("target_domain", target_domains)):
         if wanted is not None:
             hit = pc.is_in(cols[column], value_set=pa.array(list(wanted), pa.string()))
             keep = hit if keep is None else pc.and_(keep, hit)
     if keep is None:
-        return numbers, cols
-    rows = np.flatnonzero(keep.to_numpy(zero_copy_only=False))
-    return numbers[rows], {c: v.take(pa.array(rows)) for c, v in cols.items()}
+        return numbers, cols, {}
+    mask = keep.to_numpy(zero_copy_only=False)
+    left_out = pc.value_counts(cols["dataset"].filter(pa.array(~mask))).to_pylist()
+    rows = np.flatnonzero(mask)
+    return (numbers[rows], {c: v.take(pa.array(rows)) for c, v in cols.items()},
+            {str(v["values"]): int(v["counts"]) for v in left_out})
 
 
 def _resolve_paths(cols: dict[str, pa.Array], base: Path, root_dir: Path, allow_absolute: bool,
@@ -644,28 +654,37 @@ def _link_details(c: str, values: pa.Array, res: _Resolved, root_dir: Path) -> C
 
 def _reject_duplicates(cols: dict[str, pa.Array], resolved: dict[str, _Resolved], numbers: np.ndarray,
                        out: _Rejections) -> None:
-    """Reject each row (not yet rejected) repeating an earlier one's files, dataset and target domain.
+    """Reject each row (not yet rejected) whose generated image an earlier row already lists.
 
-    Such a row would give its image twice the weight. Free when no two rows resolve to the same
-    generated image (the common case, known from the resolver); otherwise the key columns are
-    dictionary-encoded and combined pairwise into one integer key per row.
+    The key is the generated image alone (its resolved path): listed twice, under another target
+    domain or with another original or label, it would count twice, and at most one of the rows is
+    right. Free when no two rows resolve to the same generated image (the common case, known from
+    the resolver); the detail names the earlier row and the columns in which the two rows differ.
     """
     alive = np.flatnonzero(out.code < 0)
     if resolved["generated_path"].distinct or len(alive) < 2:
         return
     take = pa.array(alive)
-    key = np.zeros(len(alive), np.int64)
-    for column in (*(resolved[c].paths for c in _PATHS), cols["dataset"], cols["target_domain"]):
-        codes = pc.dictionary_encode(column.take(take)).indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        key = np.unique(key * (int(codes.max()) + 1) + codes, return_inverse=True)[1].reshape(-1)
+    key = pc.dictionary_encode(resolved["generated_path"].paths.take(take)).indices.to_numpy(zero_copy_only=False)
     first = np.unique(key, return_index=True, return_inverse=True)
     earlier = alive[first[1][first[2].reshape(-1)]]
     repeats = np.flatnonzero(earlier != alive)
-    if len(repeats):
-        first_row = dict(zip(alive[repeats].tolist(), numbers[earlier[repeats]].tolist(), strict=True))
-        out.reject(alive[repeats], "duplicate_row", lambda rows: [
-            f"same generated_path, original_path, label_path, dataset and target_domain as row {first_row[r]}"
-            for r in rows.tolist()])
+    if not len(repeats):
+        return
+    first_of = dict(zip(alive[repeats].tolist(), earlier[repeats].tolist(), strict=True))
+    compared = {c: resolved[c].paths if c in resolved else cols[c]
+                for c in (*MANIFEST_COLUMNS[1:], *PAIR_COLUMNS) if c in resolved or c in cols}
+
+    def describe(rows: np.ndarray) -> list[str]:
+        details = []
+        for r in rows.tolist():
+            e = first_of[r]
+            differ = [c for c, v in compared.items() if v[r].as_py() != v[e].as_py()]
+            details.append(f"same generated image as row {numbers[e]}"
+                           + (f", with another {', '.join(differ)}" if differ else ""))
+        return details
+
+    out.reject(alive[repeats], "duplicate_row", describe)
 
 
 def _unique_headers(column: pa.Array, rows: np.ndarray, threads: int,

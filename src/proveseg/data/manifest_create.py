@@ -25,7 +25,7 @@ from typing import Any
 
 from proveseg.atomic import atomic_write_text
 from proveseg.data.manifest import MANIFEST_COLUMNS, find_root
-from proveseg.readers.base import IMAGE_EXTENSIONS, walk_images
+from proveseg.readers.base import IMAGE_EXTENSIONS, walk_folders, walk_images
 
 __all__ = ["LAYOUTS", "MAX_EXAMPLES", "REASONS", "ManifestPlan", "create_manifest", "index_originals",
            "manifest_text", "parse_generated", "plan_manifest"]
@@ -98,11 +98,8 @@ def _generated_images(folder: Path, exts: Sequence[str]) -> list[Path]:
     if not folder.is_dir():
         raise ValueError(f"{folder}: generated-image folder not found")
     wanted = tuple(e.lower() for e in exts)
-    out = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out += [Path(dirpath) / f for f in sorted(filenames) if f.lower().endswith(wanted) and not f.startswith(".")]
-    return out
+    return [Path(dirpath) / f for dirpath, filenames in walk_folders(folder, hidden=False)
+            for f in filenames if f.lower().endswith(wanted)]
 
 
 def _rel(path: Path, base: Path) -> str:

@@ -184,9 +184,10 @@ class _Gathered:
         self.hashes[f"{group}/{name}"] = table.sha256()
         return Member(name, len(table), repeat)
 
-    def read(self, src: SourceConfig) -> RecordTable:
-        """The source's records (reader, ``domains``, ``take``); its skips are kept by source name."""
-        result = read_source(src)
+    def read(self, src: SourceConfig, labeled: bool = False) -> RecordTable:
+        """The source's records (reader, ``domains``, ``take``); its skips are kept by source name.
+        ``labeled``: a source without labels is an error (:func:`~proveseg.readers.read_source`)."""
+        result = read_source(src, labeled)
         if result.skipped:
             self.skipped[src.name] = dict(result.skipped)
         return result.records
@@ -194,7 +195,7 @@ class _Gathered:
 
 def _real_group(cfg: DataConfig, gathered: _Gathered) -> Group:
     """The labeled real sources."""
-    members = [gathered.add("real", src.name, gathered.read(src), src.repeat) for src in cfg.real]
+    members = [gathered.add("real", src.name, gathered.read(src, labeled=True), src.repeat) for src in cfg.real]
     return Group("real", (1.0 - cfg.unlabeled_share) * cfg.real_gen_ratio, tuple(members))
 
 

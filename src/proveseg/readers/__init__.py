@@ -128,13 +128,17 @@ def validate_source(data: Mapping[str, Any]) -> SourceConfig:
     return _SOURCE_ADAPTER.validate_python(data)
 
 
-def read_source(src: SourceConfig) -> ReadResult:
+def read_source(src: SourceConfig, labeled: bool = False) -> ReadResult:
     """Read ``src``: its reader, then its ``domains`` filter and ``take`` slice; skips stay counted.
 
     The records carry the source's label map (its ``label_map``, else the reader's own table), which
-    the dataset applies when it decodes a label.
+    the dataset applies when it decodes a label. ``labeled``: the source is used where labels are
+    needed (a real source), so records without labels are a :class:`ReaderError` saying why.
     """
     result = src.read()
+    if labeled and np.any(result.records.kind == "unlabeled"):
+        raise ReaderError(f"source {src.name!r} is a labeled source but has no labels: {src.unlabeled_reason()} "
+                          "(list it under unlabeled, or give its labels)")
     table = result.records
     if src.domains is not None:
         table = table.take(np.isin(table.domain, src.domains))

@@ -27,7 +27,7 @@ from proveseg.data.records import RecordTable
 from proveseg.fields import Repeat
 
 __all__ = ["IMAGE_EXTENSIONS", "ReadResult", "ReaderError", "SourceBase", "SplitPresets", "pair_labels",
-           "walk_images"]
+           "walk_folders", "walk_images"]
 
 SplitPresets = dict[str, dict[str, Any] | None]  # split name (train / val / test) -> reader options, or None
 
@@ -105,19 +105,49 @@ class SourceBase(BaseModel):
             return LabelMap(builtin.lut, builtin.origin, self.unmapped)
         return builtin
 
+    def unlabeled_reason(self) -> str:
+        """Why this source's records come without labels (a labeled role refuses such a source with it)."""
+        return f"{self.root}: the {self.reader} reader gives no labels"
+
     @abstractmethod
     def read(self) -> ReadResult:
         """Every record the reader finds, sorted (``domains`` and ``take`` are applied by ``read_source``)."""
 
 
 def walk_images(folder: Path) -> list[Path]:
-    """Image files under ``folder``, recursively, in sorted order."""
+    """Image files under ``folder``, recursively, in sorted order, following symlinked folders.
+
+    A linked folder is read once: a link back to a folder above it (a cycle), or a second path to a
+    folder already read (its images would count twice), is a :class:`ReaderError` naming the link.
+    """
     if not folder.is_dir():
         raise ReaderError(f"{folder}: image folder not found")
+    return [Path(dirpath) / f for dirpath, filenames in walk_folders(folder)
+            for f in filenames if f.lower().endswith(IMAGE_EXTENSIONS)]
+
+
+def walk_folders(folder: Path, hidden: bool = True) -> list[tuple[str, list[str]]]:
+    """``(dirpath, sorted file names)`` of every folder under ``folder``, symlinks followed, each real folder once.
+
+    ``hidden=False`` leaves out names starting with a dot. A symlink that leads back to a folder above it,
+    or to a folder already walked through another path, raises :class:`ReaderError` naming the link.
+    """
+    seen = {os.path.realpath(folder): str(folder)}  # real path -> the path it was first read under
     out = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort()
-        out += [Path(dirpath) / f for f in sorted(filenames) if f.lower().endswith(IMAGE_EXTENSIONS)]
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if hidden or not d.startswith("."))
+        here = os.path.realpath(dirpath)
+        for d in dirnames:
+            path = os.path.join(dirpath, d)
+            real = os.path.realpath(path)
+            first = seen.setdefault(real, path)
+            if first == path:
+                continue
+            if here == real or here.startswith(real.rstrip(os.sep) + os.sep):
+                raise ReaderError(f"{path}: symlink cycle: it leads back to {first} ({real}), a folder above it")
+            raise ReaderError(f"{path}: leads to {real}, already read as {first}; its images would count twice "
+                              "(remove one of the two paths)")
+        out.append((dirpath, sorted(f for f in filenames if hidden or not f.startswith("."))))
     return out
 
 

@@ -8,6 +8,11 @@ pair is an error naming the file, row and field, or under ``on_invalid: skip`` a
 the row. A column the reader does not know is an error naming it (a misspelled ``label`` would
 otherwise turn a labeled list into an unlabeled one); columns kept for other tools are declared
 in ``ignore_columns``.
+
+Every row's image must exist (else an error naming the row, or under ``on_invalid: skip`` a counted
+``missing_image`` skip); two rows listing the same image, an empty ``label`` field in a list with a
+``label`` column, and a row with more or fewer fields than the header are errors naming the file and row(s).
+Row numbers are the file's line numbers (the header is line 1).
 """
 
 from __future__ import annotations
@@ -42,36 +47,54 @@ class CsvSource(SourceBase):
         header, rows = self._rows()
         pairs, labeled = [], "label" in header
         second: list[_Pair] = []
-        for i, row in enumerate(rows, start=2):
+        seen: dict[str, int] = {}  # image path -> the row that listed it first
+        for i, row in rows:
             if not row.get("image"):
                 raise ReaderError(f"{root}: row {i}: field 'image' is empty")
+            if labeled and not row.get("label"):
+                raise ReaderError(f"{root}: row {i}: field 'label' is empty (every row of a list with a 'label' "
+                                  "column needs its label file)")
             dom = row.get("domain") or self.domain
             if not dom:
                 raise ReaderError(f"{root}: row {i}: field 'domain' is empty and no default domain is configured")
-            pairs.append((root.parent / row["image"], root.parent / (row.get("label") or ""), dom))
+            image = root.parent / row["image"]
+            first = seen.setdefault(os.path.normpath(image), i)
+            if first != i:
+                raise ReaderError(f"{root}: rows {first} and {i} list the same image {row['image']!r} "
+                                  "(duplicate_row: it would count twice)")
+            pairs.append((image, root.parent / (row.get("label") or ""), dom))
             image2, label2 = row.get("image2") or "", row.get("label2") or ""
             if label2 and not image2:
                 raise ReaderError(f"{root}: row {i}: field 'label2' is set but 'image2' is empty")
             second.append((str(root.parent / image2) if image2 else "", str(root.parent / label2) if label2 else ""))
-        if "image2" not in header:
-            return pair_labels(self.name, pairs, self.on_invalid, labeled)
-        keep, skips = self._check_pairs(pairs, second)
-        result = pair_labels(self.name, [p for p, k in zip(pairs, keep, strict=True) if k], self.on_invalid, labeled)
+        keep, skips = self._check_images(pairs, [i for i, _ in rows])
+        if "image2" in header:
+            keep_pairs, pair_skips = self._check_pairs(pairs, second, [i for i, _ in rows], keep)
+            keep, skips = keep_pairs, skips + pair_skips
+        kept = [p for p, k in zip(pairs, keep, strict=True) if k]
+        result = pair_labels(self.name, kept, self.on_invalid, labeled)
         for reason, path in skips:
             result.skip(reason, path)
-        result.records = _with_pairs(result.records, [p for p, k in zip(pairs, keep, strict=True) if k],
-                                     [s for s, k in zip(second, keep, strict=True) if k], self.pair_geometry, labeled)
+        if "image2" in header:
+            result.records = _with_pairs(result.records, kept, [s for s, k in zip(second, keep, strict=True) if k],
+                                         self.pair_geometry, labeled)
         return result
 
-    def _rows(self) -> tuple[list[str], list[dict[str, str]]]:
-        """The header and the rows; an unknown, repeated or missing column, or a row too long, is an error."""
+    def unlabeled_reason(self) -> str:
+        """Why the list gives no labels: its header lacks the ``label`` column."""
+        header, _ = self._rows()
+        return f"{self.root}: header lacks column 'label' (found {', '.join(header)})"
+
+    def _rows(self) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+        """The header and the rows with their line numbers; an unknown, repeated or missing column, or a
+        row too long or too short, is an error."""
         root = self.root
         try:
             with root.open(newline="", encoding="utf-8-sig") as fh:
                 reader = csv.DictReader(fh)
                 header = [name.strip() for name in reader.fieldnames or []]
                 reader.fieldnames = header
-                rows = list(reader)
+                rows = [(reader.line_num, row) for row in reader]  # the line, so a blank line keeps rows true
         except UnicodeDecodeError as exc:
             raise ReaderError(f"{root}: not UTF-8 at byte {exc.start}") from None
         except csv.Error as exc:
@@ -87,18 +110,37 @@ class CsvSource(SourceBase):
             raise ReaderError(f"{root}: header lacks column 'image'; found {', '.join(header) or 'nothing'}")
         if "label2" in header and "image2" not in header:
             raise ReaderError(f"{root}: column 'label2' without column 'image2'")
-        for i, row in enumerate(rows, start=2):
+        for i, row in rows:
             if None in row:  # DictReader puts the fields beyond the header under the key None
                 raise ReaderError(f"{root}: row {i}: {len(header) + len(row[None])} fields, header has {len(header)}")
+            if None in row.values():  # and a row too short gets None for the fields it lacks
+                raise ReaderError(f"{root}: row {i}: {sum(v is not None for v in row.values())} field(s), "
+                                  f"header has {len(header)}")
         return header, rows
 
-    def _check_pairs(self, pairs: list[tuple[Path, Path, str]], second: list[_Pair],
-                     ) -> tuple[list[bool], list[tuple[str, str]]]:
-        """Which rows to keep and the (reason, path) of each skipped one; under ``on_invalid: error``, raise."""
+    def _check_images(self, pairs: list[tuple[Path, Path, str]], lines: list[int],
+                      ) -> tuple[list[bool], list[tuple[str, str]]]:
+        """Which rows' image files exist, and a (reason, path) per missing one; under ``on_invalid: error``, raise."""
+        listing: dict[str, set[str]] = {}
+        missing = [r for r, (image, _, _) in enumerate(pairs) if not _exists(str(image), listing)]
+        if missing and self.on_invalid == "error":
+            shown = "; ".join(f"row {lines[r]}: field 'image': {pairs[r][0]} not found" for r in missing[:3])
+            raise ReaderError(f"{self.root}: {len(missing)} row(s) whose image does not exist: {shown}; fix them or "
+                              "set on_invalid: skip to train without them (they will be counted)")
         keep = [True] * len(pairs)
+        for r in missing:
+            keep[r] = False
+        return keep, [("missing_image", f"{self.root}: row {lines[r]}: image: {pairs[r][0]} not found")
+                      for r in missing]
+
+    def _check_pairs(self, pairs: list[tuple[Path, Path, str]], second: list[_Pair], lines: list[int],
+                     keep: list[bool]) -> tuple[list[bool], list[tuple[str, str]]]:
+        """Which rows to keep (of those ``keep`` holds) and the (reason, path) of each skipped one;
+        under ``on_invalid: error``, raise."""
+        keep = list(keep)
         problems: list[tuple[int, str, str, str]] = []  # (row, reason, field, detail)
         listing: dict[str, set[str]] = {}
-        rows = [r for r, (image2, _) in enumerate(second) if image2]
+        rows = [r for r, (image2, _) in enumerate(second) if image2 and keep[r]]
         for r in rows:
             for what, path in (("image2", second[r][0]), ("label2", second[r][1])):
                 if path and not _exists(path, listing):
@@ -118,13 +160,14 @@ class CsvSource(SourceBase):
                 problems.append((r, *found))
         problems.sort()
         if problems and self.on_invalid == "error":
-            shown = "; ".join(f"row {r + 2}: field {field!r}: {reason} ({detail})"
+            shown = "; ".join(f"row {lines[r]}: field {field!r}: {reason} ({detail})"
                               for r, reason, field, detail in problems[:3])
             raise ReaderError(f"{self.root}: {len(problems)} row(s) with an invalid pair: {shown}; fix them or set "
                               "on_invalid: skip to train without them (they will be counted)")
         for r, *_ in problems:
             keep[r] = False
-        return keep, [(reason, f"{self.root}: row {r + 2}: {field}: {detail}") for r, reason, field, detail in problems]
+        return keep, [(reason, f"{self.root}: row {lines[r]}: {field}: {detail}")
+                      for r, reason, field, detail in problems]
 
 
 def _exists(path: str, listing: dict[str, set[str]]) -> bool:

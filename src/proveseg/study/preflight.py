@@ -1,5 +1,6 @@
 """What ``run`` would hit, found by ``plan``: sources that do not resolve, stages that leave no data,
-generators without rows for a dataset. Each problem names its cause and the fix.
+generators without rows for a dataset, or with rows for a dataset the study does not have (a
+misspelled dataset value would otherwise be filtered out of every run). Each problem names its cause and the fix.
 
 Reads each distinct source once (folder listings, the manifest's dataset column), so it costs
 seconds, not a run.
@@ -7,7 +8,9 @@ seconds, not a run.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
+from difflib import get_close_matches
 from pathlib import Path
 
 from proveseg.data.records import SOURCE_DOMAIN
@@ -22,20 +25,39 @@ def _domains_of(source: object) -> tuple[list[str], str | None]:
     from proveseg.readers import read_source
 
     try:
-        records = read_source(source.model_copy(update={"domains": None, "take": None})).records  # type: ignore[attr-defined]
+        records = read_source(source.model_copy(update={"domains": None, "take": None}),  # type: ignore[attr-defined]
+                              labeled=True).records  # every split of a study dataset needs its labels
     except Exception as exc:  # any reader error: named below with its source
         return [], f"{type(exc).__name__}: {exc}"
     return sorted(set(records.domain.tolist())), None
 
 
-def _manifest_datasets(path: Path) -> tuple[set[str], str | None]:
+def _manifest_datasets(path: Path) -> tuple[Counter[str], str | None]:
+    """The rows per value of the manifest's dataset column, or why it cannot be read."""
     import csv
 
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
-            return {row.get("dataset", "") for row in csv.DictReader(fh)}, None
-    except (OSError, UnicodeDecodeError) as exc:
-        return set(), f"{type(exc).__name__}: {exc}"
+            return Counter(row.get("dataset") or "" for row in csv.DictReader(fh)), None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        return Counter(), f"{type(exc).__name__}: {exc}"
+
+
+def _unknown_datasets(gen: str, manifest: str, counts: Counter[str], study: StudyConfig) -> str | None:
+    """A problem for the manifest's rows whose dataset value is no study dataset (no run would use them)."""
+    unknown = {v: n for v, n in sorted(counts.items()) if v not in study.datasets}
+    if not unknown or len(unknown) == len(counts):  # no row is of a study dataset: "has no row for" names the values
+        return None
+    lowered = {name.lower(): name for name in study.datasets}
+    hints = []
+    for value in unknown:
+        near = lowered.get(value.strip().lower()) or next(iter(get_close_matches(value, list(study.datasets), 1)), None)
+        if near is not None:
+            hints.append(f"{value!r} looks like {near!r}")
+    listed = ", ".join(f"{v!r} ({n} row{'s' if n != 1 else ''})" for v, n in unknown.items())
+    return (f"generators.{gen}: manifest {manifest} has {sum(unknown.values())} row(s) whose dataset is not a study "
+            f"dataset: {listed}; no run would use them (study datasets: {', '.join(sorted(study.datasets))})"
+            + (f" ({'; '.join(hints)})" if hints else "") + ": fix the dataset column, or remove the rows")
 
 
 def _clear_day_stages(study: StudyConfig, stages: set[str], dataset: str) -> list[str]:
@@ -70,12 +92,14 @@ def _split_problems(study: StudyConfig, stages: set[str]) -> list[str]:
 def _generator_problems(study: StudyConfig, runs: Sequence[PlannedRun]) -> list[str]:
     problems = []
     wanted = {(g.name, str(g.manifest), run.dataset) for run in runs for g in run.config.data.generated}
-    read: dict[str, tuple[set[str], str | None]] = {}
+    read: dict[str, tuple[Counter[str], str | None]] = {}
     for gen, manifest, dataset in sorted(wanted):
         if manifest not in read:
             read[manifest] = _manifest_datasets(Path(manifest))
             if read[manifest][1]:
                 problems.append(f"generators.{gen}: manifest {manifest} cannot be read ({read[manifest][1]})")
+            elif (unknown := _unknown_datasets(gen, manifest, read[manifest][0], study)) is not None:
+                problems.append(unknown)
         names, error = read[manifest]
         if error:
             continue
