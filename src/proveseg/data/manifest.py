@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from proveseg.data.classes import ClassSet
+from proveseg.data.filters import check_filter
 from proveseg.data.imageheader import ImageHeader
 from proveseg.data.labelmap import LabelMap
 from proveseg.data.paircheck import PAIR_REASONS, pair_problem, read_headers, shown_size
@@ -536,6 +537,9 @@ def validate_manifest(path: str | Path, generator: str | None = None, *, dataset
     numbers, cols, header = _read_manifest(path)
     if not len(numbers):
         raise ManifestError(f"{path}: a header but no rows")
+    for column, wanted in (("dataset", datasets), ("target_domain", target_domains)):
+        check_filter(f"{path} (generator {name})", f"{column} filter", None if wanted is None else list(wanted),
+                     pc.unique(cols[column]).to_pylist())
     numbers, cols, filtered = _filter_rows(numbers, cols, datasets=datasets, target_domains=target_domains)
     pair_paths = _pair_paths(path, cols, pair, pair_geometry)
     out = _Rejections(len(numbers))

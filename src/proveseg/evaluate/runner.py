@@ -40,7 +40,7 @@ def load_split(sources: Sequence[SourceConfig]) -> RecordTable:
     """Records of a validation or test split, each source read by ``read_source``; errors name the source."""
     if not sources:
         raise ValueError("no evaluation sources configured (evaluation.test / evaluation.val in the run config)")
-    return RecordTable.concat([read_source(src).records for src in sources])
+    return RecordTable.concat([read_source(src, labeled=True).records for src in sources])  # scored: needs labels
 
 
 @torch.no_grad()

@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import BeforeValidator, Discriminator, Tag, TypeAdapter
 from pydantic_core import PydanticCustomError
 
+from proveseg.data.filters import check_filter
 from proveseg.readers.acdc import ACDC_DOMAINS, AcdcSource
 from proveseg.readers.base import IMAGE_EXTENSIONS, ReaderError, ReadResult, SourceBase
 from proveseg.readers.bdd10k import Bdd10kSource
@@ -141,6 +142,7 @@ def read_source(src: SourceConfig, labeled: bool = False) -> ReadResult:
                           "(list it under unlabeled, or give its labels)")
     table = result.records
     if src.domains is not None:
+        check_filter(f"source {src.name!r}", "domains", src.domains, np.unique(table.domain))
         table = table.take(np.isin(table.domain, src.domains))
     if src.take is not None:
         order = np.random.default_rng([src.take_seed, _TAKE_SALT]).permutation(len(table))
