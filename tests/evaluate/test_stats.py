@@ -86,6 +86,7 @@ def test_the_leaderboard_states_what_its_intervals_cover(tmp_path: Path) -> None
     assert all(v["ci95"][0] > 0 for v in good["per_domain_gain"].values())
     assert "over training seeds and test images" in leaderboard_caption(three)
     assert "seed-to-seed spread NOT covered" in leaderboard_caption(one)
+    assert leaderboard_caption({"rows": [], "interval": None}).startswith("no run ranked")  # no "mixed" interval
     assert "* = significant at 5% after Holm over 1 strategies" in leaderboard_markdown(three)
 
 

@@ -45,6 +45,8 @@ _BUDGET = {"iterations": "equal iterations (mixed runs see fewer real images tha
 
 def leaderboard_caption(doc: dict[str, Any]) -> str:
     """What the numbers mean: units, what the interval covers, the correction, weight selection and budget."""
+    if not doc.get("rows"):
+        return "no run ranked: every run found is listed as INVALID or missing (see below)"
     interval = {"seeds and test images": "95% CI over training seeds and test images (hierarchical paired bootstrap)",
                 "test images only": "95% CI over test images only (one seed per cell: seed-to-seed spread NOT "
                                     "covered)"}.get(doc.get("interval") or "", "95% CI (mixed: see rows)")
