@@ -1,5 +1,5 @@
 """Palette ('P') PNG labels: indices are class ids (VOC style), or colours when an image tool re-palettised a
-colour mask; anything else is refused naming the file."""
+colour mask, or indices under a decorative palette of another scheme; an ambiguous mix is refused naming the file."""
 
 from __future__ import annotations
 
@@ -49,10 +49,14 @@ def test_voc_style_and_colourless_palettes_keep_indices_as_ids(tmp_path: Path) -
     assert np.array_equal(decode_label(str(tmp_path / "odd.png"), None), ids)  # no class set: indices
 
 
-def test_a_palette_that_is_neither_ids_nor_class_colours_is_refused_naming_the_file(tmp_path: Path) -> None:
+def test_a_decorative_palette_keeps_indices_and_an_ambiguous_one_is_refused_naming_the_file(tmp_path: Path) -> None:
     ids = _ids()
-    odd = [v for i in range(256) for v in (i, 255 - i, 7)]  # in-range indices, colours of no class
+    odd = [v for i in range(256) for v in (i, 255 - i, 7)]  # colours of another scheme: indices are the ids
     _palette_image(ids, odd).save(tmp_path / "odd.png")
-    with pytest.raises(LabelDecodeError, match=r"odd\.png: palette label whose indices are not cityscapes19 ids.*"
-                                               r"index 0 = \(0, 255, 7\)"):
-        decode_label(str(tmp_path / "odd.png"), CITYSCAPES19)
+    assert np.array_equal(decode_label(str(tmp_path / "odd.png"), CITYSCAPES19), ids)
+    mixed = list(odd)
+    mixed[0:3] = CITYSCAPES19.palette[2]  # index 0 has class 2's colour, the other used colours are no class's
+    _palette_image(ids, mixed).save(tmp_path / "mixed.png")
+    with pytest.raises(LabelDecodeError, match=r"mixed\.png: palette label whose used colours are partly "
+                                               r"cityscapes19 class colours of other ids.*index 2 = \(2, 253, 7\)"):
+        decode_label(str(tmp_path / "mixed.png"), CITYSCAPES19)

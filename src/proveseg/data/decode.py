@@ -274,8 +274,10 @@ def _palette_tables(palette: bytes, class_set: ClassSet) -> tuple[np.ndarray, np
 
 def _palette_ids(path: str, indices: np.ndarray, palette: _Palette, class_set: ClassSet) -> np.ndarray:
     """Class ids of a palette ('P') label: the indices when they are ids (VOC-style: index i has class i's colour,
-    or the palette has no colours), else the ids the used entries' colours name (a colour mask saved with an
-    adaptive palette); a used colour that is no class colour raises, naming the file.
+    or the palette has no colours, or colours of another scheme: no used colour is a class colour), else the ids
+    the used entries' colours name (a colour mask saved with an adaptive palette: every used colour is a class
+    colour). A palette where some used colours are class colours of other ids and some are no class colour is
+    ambiguous (a re-palettised colour mask with colours off the palette?) and raises, naming the file.
 
     256-entry tables cached per palette: per image, Pillow's histogram and a lookup only for colour masks.
     """
@@ -288,11 +290,13 @@ def _palette_ids(path: str, indices: np.ndarray, palette: _Palette, class_set: C
         return np.take(by_colour.astype(np.uint8), indices)
     if used[class_set.num_classes:].any():
         return indices  # indices that are no ids: the range check names them (a dataset's own ids, no label_map)
+    if not (used & (by_colour >= 0) & ~same_id).any():
+        return indices  # a decorative palette of another scheme (e.g. VOC's colour map on any dataset's ids)
     bad = np.flatnonzero(used & (by_colour < 0))[:5]
     listed = ", ".join(f"index {i} = {tuple(palette[0][3 * i: 3 * i + 3])}" for i in bad.tolist())
     raise LabelDecodeError(
-        f"{path}: palette label whose indices are not {class_set.name} ids (their colours are not the class "
-        f"colours of the same ids) and whose colours are not class colours either: {listed}; save the mask "
+        f"{path}: palette label whose used colours are partly {class_set.name} class colours of other ids and "
+        f"partly no class colour (indices or colours: ambiguous): {listed}; save the mask "
         "with class ids as indices (or single-channel), or with the class set's colours")
 
 
