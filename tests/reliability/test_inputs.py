@@ -207,16 +207,32 @@ def test_ctrl_c_stops_training_at_a_step_boundary_with_last_pt(tiny_benchmark: P
 
 
 def test_an_image_that_cannot_be_read_mid_training_is_a_clear_error(tiny_benchmark: Path, tmp_path: Path,
-                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+                                                                    capsys: pytest.CaptureFixture[str],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
+
+    import proveseg.train.loop as loop
 
     root = tmp_path / "bench"
     shutil.copytree(tiny_benchmark, root)
     victim = sorted((root / "test/images/fog").glob("*.jpg"))[0]  # read only when the run is tested
+    good = victim.read_bytes()
     cfg = make_config(root, tmp_path / "run", max_iters=3, eval_interval=100)
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(json.loads(cfg.model_dump_json())))
-    victim.write_bytes(b"not a jpeg at all")  # as if the file were replaced while the run trained
+    victim.write_bytes(b"not a jpeg at all")  # broken before the run: the header pass refuses it, nothing trains
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and victim.name in err and "evaluation.test" in err and "unreadable_image" in err
+    assert RunDir(cfg.output_dir).status()[0] == "todo" and not RunDir(cfg.output_dir).log_path.exists()
+    victim.write_bytes(good)
+    open_run_dir = loop._open_run_dir
+
+    def open_then_break(*args: object) -> None:  # as if the file were replaced while the run trained
+        open_run_dir(*args)  # type: ignore[arg-type]
+        victim.write_bytes(b"not a jpeg at all")
+
+    monkeypatch.setattr(loop, "_open_run_dir", open_then_break)
     assert main(["train", str(path)]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and victim.name in err

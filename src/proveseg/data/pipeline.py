@@ -18,6 +18,7 @@ from proveseg.config import DataConfig, GeneratedSourceConfig
 from proveseg.data.classes import ClassSet, resolve_class_set
 from proveseg.data.collate import BatchCollator
 from proveseg.data.dataset import SegmentationDataset
+from proveseg.data.filecheck import RecordFileError, check_record_files
 from proveseg.data.labelmap import check_label_map_targets
 from proveseg.data.manifest import ManifestError, ManifestReport, validate_manifest
 from proveseg.data.plan import BatchPlanSpec, Group, Member, cumulative_counts
@@ -184,13 +185,21 @@ class _Gathered:
         self.hashes[f"{group}/{name}"] = table.sha256()
         return Member(name, len(table), repeat)
 
-    def read(self, src: SourceConfig, labeled: bool = False) -> RecordTable:
-        """The source's records (reader, ``domains``, ``take``); its skips are kept by source name.
+    def read(self, src: SourceConfig, labeled: bool = False, check_labels: bool = True) -> RecordTable:
+        """The source's records (reader, ``domains``, ``take``) whose files pass the header pass (labels too when
+        ``check_labels``); its skips, the reader's and the header pass's, are kept by source name.
         ``labeled``: a source without labels is an error (:func:`~proveseg.readers.read_source`)."""
         result = read_source(src, labeled)
-        if result.skipped:
-            self.skipped[src.name] = dict(result.skipped)
-        return result.records
+        check = check_record_files(result.records, check_labels)
+        if check.problems and src.on_invalid == "error":
+            raise RecordFileError(check.message(f"source {src.name!r}") + "; fix them or set on_invalid: skip on "
+                                  "this source (skips are counted in composition.json)")
+        skipped = dict(result.skipped)
+        for reason, n in check.by_reason().items():
+            skipped[reason] = skipped.get(reason, 0) + n
+        if skipped:
+            self.skipped[src.name] = skipped
+        return check.records
 
 
 def _real_group(cfg: DataConfig, gathered: _Gathered) -> Group:
@@ -246,7 +255,7 @@ def _unlabeled_group(cfg: DataConfig, gathered: _Gathered) -> Group | None:
         return None
     members = []
     for src in cfg.unlabeled:
-        table = gathered.read(src)
+        table = gathered.read(src, check_labels=False)
         pairs: dict[str, np.ndarray | str] = {}  # an unlabeled source keeps its pairs (their labels dropped too)
         if table.image2 is not None and table.pair_geometry is not None:
             pairs = {"image2": table.image2, "label2": "", "pair_geometry": table.pair_geometry}

@@ -29,6 +29,8 @@ from proveseg.checkpoint import load_checkpoint, save_checkpoint
 from proveseg.config import ClassSetSpec, ConfigError, RunConfig, dump_config
 from proveseg.data.audit import CompositionMismatch
 from proveseg.data.classes import resolve_class_set
+from proveseg.data.filecheck import refuse_unusable_files
+from proveseg.data.overlap import split_overlap
 from proveseg.data.pipeline import TrainingData, build_training_data, preflight_labels
 from proveseg.data.records import RecordTable
 from proveseg.evaluate.metrics import domain_summary
@@ -184,18 +186,22 @@ def _check_device(cfg: RunConfig) -> None:
 
 
 def _evaluation_sets(cfg: RunConfig, data: TrainingData) -> tuple[RecordTable | None, RecordTable | None]:
-    """Validation and test records, read and label-checked now: a typo in a test path fails before training."""
+    """Validation and test records, read and checked now (every file's header, a sample of label values, no
+    image shared with training or with each other): a bad test file fails before training, not after it."""
     out = []
-    for sources in (cfg.evaluation.val, cfg.evaluation.test):
+    for what, sources in (("evaluation.val", cfg.evaluation.val), ("evaluation.test", cfg.evaluation.test)):
         records = load_split(sources) if sources else None
         if records is not None:
+            refuse_unusable_files(records, what)
             preflight_labels(records, data.class_set)
         out.append(records)
-    if out[0] is not None and out[1] is not None:  # weights chosen on validation must never have seen the test set
-        shared = sorted(set(out[0].image.tolist()) & set(out[1].image.tolist()))
-        if shared:
-            raise ConfigError(f"{cfg.name}: {len(shared)} image(s) are in both evaluation.val and evaluation.test "
-                              f"(e.g. {shared[0]}): best.pt would be chosen on test images")
+    splits = [("training data", data.records), ("evaluation.val", out[0]), ("evaluation.test", out[1])]
+    for (a_name, a), (b_name, b), why in ((splits[1], splits[2], "best.pt would be chosen on test images"),
+                                         (splits[0], splits[2], "the model would be tested on images it trained on"),
+                                         (splits[0], splits[1], "best.pt would be chosen on images it trained on")):
+        problem = split_overlap(a, a_name, b, b_name) if a is not None and b is not None else None
+        if problem:
+            raise ConfigError(f"{cfg.name}: {problem}: {why}")
     return out[0], out[1]
 
 
