@@ -104,7 +104,7 @@ def test_run_configs_follow_the_strategy(tmp_path: Path) -> None:
     ({"slurm": {"cpus_per_task": 0}}, "slurm.cpus_per_task: Input should be greater than or equal to 1"),
     ({"slurm": {"nodes": True}}, "slurm.nodes: Input should be a valid integer"),
     # empty strings
-    ({"datasets": {"bdd": {"train": {"root": "d", "name": ""}, "test": {"root": "t"}}}},
+    ({"datasets": {"bdd": {"train": {"root": "d", "name": " "}, "test": {"root": "t"}}}},
      "datasets.bdd.train: Value error, name: empty string"),
     ({"datasets": {"bdd": {"train": {"root": ""}, "test": {"root": "t"}}}},
      "datasets.bdd.train: Value error, root: empty string"),

@@ -36,8 +36,11 @@ class _Strict(BaseModel):
 
 
 def _name_optional(value: Any) -> Any:
-    """A split may leave ``name`` out (``""``): the run names the source after the dataset's key."""
-    value = check_source_input(value)  # a ``name: ''`` written out is still refused
+    """A split may leave ``name`` out, or give it as ``""`` (how a stored study copy dumps it): the run names the
+    source after the dataset's key."""
+    if isinstance(value, Mapping) and value.get("name") == "":
+        value = {k: v for k, v in value.items() if k != "name"}
+    value = check_source_input(value)
     return {"name": "", **value} if isinstance(value, Mapping) else value
 
 
