@@ -259,6 +259,7 @@ def composition_document(data: TrainingData, audit: ConsumptionAudit, sequence: 
     if proof:
         problems.append(f"strategy {strategy.name} ({strategy.type}): {proof}")
     doc["strategy"] = {"name": strategy.name, "type": strategy.type, "shares": strategy.shares(data_config)}
+    doc["file_fingerprints"] = dict(sorted(data.file_prints.items()))
     doc["matches_request"], doc["problems"] = not problems, problems
     return doc, problems
 

@@ -15,6 +15,7 @@ decodes a sample of each source before training, and the loader checks every lab
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 from dataclasses import dataclass, field
 
@@ -25,7 +26,8 @@ from proveseg.data.manifest import _compare as _manifest_rule
 from proveseg.data.paircheck import read_headers
 from proveseg.data.records import RecordTable
 
-__all__ = ["FileCheck", "RecordFileError", "check_record_files", "refuse_unusable_files"]
+__all__ = ["FILE_SAMPLE", "FileCheck", "RecordFileError", "check_record_files", "file_fingerprint",
+           "refuse_unusable_files"]
 
 _MISSING = os.strerror(errno.ENOENT)  # what read_headers reports for a file that is not there
 _SHOWN = 3  # problems quoted in an error message
@@ -116,3 +118,31 @@ def refuse_unusable_files(records: RecordTable, what: str) -> None:
         raise RecordFileError(check.message(f"{what} (source {', '.join(map(repr, sources))})") +
                               "; evaluation sources are never thinned (on_invalid does not apply): fix or remove "
                               "these files")
+
+
+FILE_SAMPLE = 1024  # records per source whose file sizes are fingerprinted
+
+
+def file_fingerprint(records: RecordTable, sample: int = FILE_SAMPLE) -> str:
+    """SHA-256 over the paths and byte sizes of the files of ``sample`` records spread evenly over ``records``.
+
+    The record hash covers paths, not contents: images regenerated in place (a generator re-run into the same
+    folder) keep every path. Their sizes change (compressed images of new content almost never keep their
+    size), so a resume refuses and the audit calls the run stale. A sample, not every file: one ``stat`` per
+    file of ``sample`` records costs milliseconds on any file system; one edited file among many may be missed.
+    A missing file counts as size -1.
+    """
+    n = len(records)
+    rows = np.unique(np.linspace(0, n - 1, min(sample, n)).round().astype(np.int64)) if n else np.zeros(0, np.int64)
+    columns = [c for c in ("image", "label", "image2", "label2") if getattr(records, c, None) is not None]
+    digest = hashlib.sha256()
+    for i in rows.tolist():
+        for column in columns:
+            path = str(getattr(records, column)[i])
+            if path:
+                try:
+                    size = os.stat(path).st_size
+                except OSError:
+                    size = -1
+                digest.update(f"{path}\x1f{size}\x1e".encode())
+    return digest.hexdigest()

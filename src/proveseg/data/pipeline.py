@@ -18,7 +18,7 @@ from proveseg.config import DataConfig, GeneratedSourceConfig
 from proveseg.data.classes import ClassSet, resolve_class_set
 from proveseg.data.collate import BatchCollator
 from proveseg.data.dataset import SegmentationDataset
-from proveseg.data.filecheck import RecordFileError, check_record_files
+from proveseg.data.filecheck import RecordFileError, check_record_files, file_fingerprint
 from proveseg.data.labelmap import check_label_map_targets
 from proveseg.data.manifest import ManifestError, ManifestReport, validate_manifest
 from proveseg.data.plan import BatchPlanSpec, Group, Member, cumulative_counts
@@ -59,6 +59,7 @@ class TrainingData:
     hashes: dict[str, str]
     validation: dict[str, object]
     skipped: dict[str, dict[str, int]]
+    file_prints: dict[str, str] = field(default_factory=dict)  # sizes of a sample of each source's files
 
     def group_sizes(self) -> dict[str, int]:
         return {g.name: g.size for g in self.spec.groups}
@@ -175,6 +176,7 @@ class _Gathered:
     tables: list[RecordTable] = field(default_factory=list)
     members: list[MemberInfo] = field(default_factory=list)
     hashes: dict[str, str] = field(default_factory=dict)
+    file_prints: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, dict[str, int]] = field(default_factory=dict)
     validation: dict[str, object] = field(default_factory=dict)
 
@@ -183,6 +185,7 @@ class _Gathered:
         self.tables.append(table)
         self.members.append(MemberInfo(group, name, len(table), repeat))
         self.hashes[f"{group}/{name}"] = table.sha256()
+        self.file_prints[f"{group}/{name}"] = file_fingerprint(table)
         return Member(name, len(table), repeat)
 
     def read(self, src: SourceConfig, labeled: bool = False, check_labels: bool = True) -> RecordTable:
@@ -282,4 +285,4 @@ def build_training_data(cfg: DataConfig, world_size: int = 1) -> TrainingData:
                               to_float=False)
     dataset = SegmentationDataset(records, class_set, transform, cfg.seed)
     return TrainingData(cfg, class_set, records, spec, dataset, gathered.members, gathered.hashes,
-                        gathered.validation, gathered.skipped)
+                        gathered.validation, gathered.skipped, gathered.file_prints)

@@ -358,6 +358,8 @@ def audit_run(run_dir: Path, rescore_on: str | None = None) -> AuditResult:
         return out
     recorded = comp.get("source_hashes", {})
     changed = sorted(k for k in set(recorded) | set(data.hashes) if recorded.get(k) != data.hashes.get(k))
+    prints = comp.get("file_fingerprints") or {}  # absent in records written before files were fingerprinted
+    rewritten = sorted(k for k in prints if k not in changed and prints[k] != data.file_prints.get(k, prints[k]))
     try:
         stale, problems = _check_metrics(cfg, run_dir, list(resolve_class_set(cfg.data.class_set).names))
     except (OSError, ValueError) as exc:  # the test split cannot be read as configured now
@@ -368,7 +370,10 @@ def audit_run(run_dir: Path, rescore_on: str | None = None) -> AuditResult:
         weights = _check_weights(cfg, run_dir)
     except Exception as exc:  # a foreign or truncated metrics.json / best.pt
         weights = _Weights(problems=[f"the weights cannot be checked ({type(exc).__name__}: {exc})"[:300]])
-    stale = [f"the records of source {k} changed since training" for k in changed] + stale
+    stale = [f"the records of source {k} changed since training" for k in changed] + [
+        f"the files of source {k} changed since training (same paths, other sizes: rewritten in place)"
+        for k in rewritten] + stale
+    changed += rewritten
     if not changed:
         problems = (_check_composition(cfg, data, comp, weights) + _check_run_length(cfg, run_dir, comp)
                     + weights.problems + problems)

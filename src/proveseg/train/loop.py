@@ -264,7 +264,7 @@ def _prepare(cfg: RunConfig, run: RunDir, resume: bool, device: torch.device, ra
     val_records, test_records = _evaluation_sets(cfg, data)
     session = Session(cfg, run, data, strategy, device, rank, world, val_records, test_records)
     state = TrainState(cfg, data.class_set, len(data.records), device,
-                       fingerprint(cfg, data.class_set, data.hashes, data.spec.world_size))
+                       fingerprint(cfg, data.class_set, data.hashes, data.spec.world_size, data.file_prints))
     _preflight_step(state, data)
     if resume and run.last.exists():
         state.resume(run.last, device)

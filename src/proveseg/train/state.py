@@ -75,12 +75,14 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def fingerprint(cfg: RunConfig, class_set: ClassSet, hashes: dict[str, str], world_size: int) -> dict[str, Any]:
-    """What must not change between a checkpoint and its resume."""
+def fingerprint(cfg: RunConfig, class_set: ClassSet, hashes: dict[str, str], world_size: int,
+                file_prints: dict[str, str] | None = None) -> dict[str, Any]:
+    """What must not change between a checkpoint and its resume (``file_prints``: sizes of a sample of each
+    source's files, see :func:`proveseg.data.filecheck.file_fingerprint`)."""
     resolved = cfg.model_copy(update={"output_dir": Path(".")})
     return {"config_sha256": hashlib.sha256(dump_config(resolved).encode()).hexdigest(),
             "class_set": list(class_set.names), "record_hashes": dict(sorted(hashes.items())),
-            "world_size": world_size}
+            "world_size": world_size, "file_prints": dict(sorted((file_prints or {}).items()))}
 
 
 def refusal(saved: dict[str, Any], now: dict[str, Any], config_changes: list[str] | None = None) -> str | None:
@@ -99,6 +101,11 @@ def refusal(saved: dict[str, Any], now: dict[str, Any], config_changes: list[str
     for key in sorted(set(saved["record_hashes"]) | set(now["record_hashes"])):
         if saved["record_hashes"].get(key) != now["record_hashes"].get(key):
             changed.append(f"the records of source {key}")
+    prints = saved.get("file_prints", {})  # absent in checkpoints written before files were fingerprinted
+    for key in sorted(k for k in prints if k in now.get("file_prints", {}) and saved["record_hashes"].get(k)
+                      == now["record_hashes"].get(k)):
+        if prints[key] != now["file_prints"][key]:
+            changed.append(f"the files of source {key} (same paths, other sizes: rewritten in place)")
     if saved["world_size"] != now["world_size"]:
         changed.append(f"the world size ({saved['world_size']} -> {now['world_size']})")
     return ", ".join(changed) or None
