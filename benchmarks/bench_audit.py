@@ -1,7 +1,8 @@
 """`proveseg audit` on one run of 100,000 batches, against enumerating the same plan through the trainer's sampler.
 
 The run's record is written by the trainer's own ConsumptionAudit fed the planned batches (no
-training: the audit never looks at weights), then audited; the baseline is one pass of
+training: the audit checks which weights were scored, not what they learnt; an untrained model's
+best.pt stands in), then audited; the baseline is one pass of
 PlanBatchSampler over the same 100,000 batches, the cheapest thing that touches every batch.
 Both alternate over ``REPEATS`` rounds; min and median are printed. Target: the audit within 3x
 one sampler pass (it re-derives the whole plan once and checks the record against it).
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from proveseg.checkpoint import model_record, save_checkpoint
 from proveseg.config import RunConfig, dump_config
 from proveseg.data.audit import ConsumptionAudit, chain_sequence
 from proveseg.data.classes import CITYSCAPES19
@@ -24,6 +26,8 @@ from proveseg.data.pipeline import build_training_data
 from proveseg.data.plan import iter_plan
 from proveseg.data.sampler import PlanBatchSampler
 from proveseg.evaluate.runner import EvalResult, load_split, write_results
+from proveseg.models import build_model
+from proveseg.rundir import file_sha256
 from proveseg.study.audit import audit_run
 from proveseg.synth.build import SynthSpec, build_benchmark
 from proveseg.train.loop import resolve_class_set_in
@@ -53,6 +57,12 @@ def main() -> None:
                               "domain": records.domain[ids].tolist(), "index": ids})
                 sequence = chain_sequence(sequence, ids)
         run_dir.mkdir()
+        best = run_dir / "checkpoints" / "best.pt"
+        best.parent.mkdir()
+        model = build_model(cfg.model.name, CITYSCAPES19.num_classes)
+        save_checkpoint(best, {"model": model_record(model, CITYSCAPES19), "state_dict": model.network.state_dict(),
+                               "config": dump_config(cfg), "iteration": BATCHES, "sequence_sha256": sequence,
+                               "weights": "raw"})
         doc = audit.to_dict(records, data.requested(), data.hashes, data.validation, [])
         doc["consumed"].update(sequence_sha256=sequence, iterations=BATCHES)  # type: ignore[union-attr]
         (run_dir / "composition.json").write_text(json.dumps(doc))
@@ -61,7 +71,8 @@ def main() -> None:
         rng = np.random.default_rng(0)
         per_image = rng.integers(0, 50, (len(test), 19, 19))
         write_results(run_dir, EvalResult(per_image, test.domain.tolist(), test.image.tolist()), CITYSCAPES19,
-                      n_boot=200)
+                      n_boot=200, iteration=BATCHES,
+                      extra={"checkpoint": str(best), "weights_sha256": file_sha256(best)})
         (run_dir / "status").write_text("done\n")
 
         baseline, audited = [], []
