@@ -176,3 +176,77 @@ def test_an_edited_training_log_is_inconsistent(trained: Path, tmp_path: Path) -
     (gen / "log.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in lines))
     result = audit_run(gen)
     assert result.verdict == "inconsistent" and any(r.startswith("log.jsonl is not the log") for r in result.reasons)
+
+
+def test_a_metrics_json_claiming_a_foreign_trainer_is_still_bound_to_best_pt(
+        trained: Path, tmp_path: Path) -> None:  # noqa: F811
+    results = _copy(trained, tmp_path)
+    gen, base = _runs(results)
+    for name in ("metrics.json", "confusion.npz"):
+        shutil.copy(base / name, gen / name)
+    metrics = json.loads((gen / "metrics.json").read_text())
+    metrics.update(strategy="gen_faithful", trainer="mmengine 0.10.7")  # disguised as a foreign trainer's run
+    (gen / "metrics.json").write_text(json.dumps(metrics))
+    result = audit_run(gen)
+    assert result.verdict == "inconsistent" and any("weights_sha256 differs" in r for r in result.reasons)
+
+
+def test_weights_of_another_iteration_than_the_result_are_inconsistent(
+        trained: Path, tmp_path: Path) -> None:  # noqa: F811
+    from proveseg.config import load_run_config
+    from proveseg.data.pipeline import build_training_data
+    from proveseg.study.audit import rederive_consumption
+
+    results = _copy(trained, tmp_path)
+    gen, _ = _runs(results)
+    cfg = load_run_config(gen / "run.yaml")
+    state = load_checkpoint(gen / "checkpoints/best.pt")
+    assert state["iteration"] == cfg.train.max_iters == 3 and not cfg.evaluation.val
+    # an earlier checkpoint, honestly labelled, picked because it scored better on the test set
+    earlier = rederive_consumption(build_training_data(cfg.data), 3, sequence_at=2)["sequence_at"]
+    state.update(iteration=2, sequence_sha256=earlier)
+    save_checkpoint(gen / "checkpoints/best.pt", {k: v for k, v in state.items() if k != "format"})
+    evaluate_target(gen)
+    result = audit_run(gen)
+    assert result.verdict == "inconsistent"
+    assert any("best.pt is of iteration 2, but the run's weights are those of iteration 3 (no evaluation.val: "
+               "the final weights)" in r for r in result.reasons)
+    assert not any("another batch sequence" in r for r in result.reasons)  # its sequence label is honest
+
+
+def test_scores_of_another_test_protocol_do_not_pass(trained: Path, tmp_path: Path) -> None:  # noqa: F811
+    import pytest
+
+    results = _copy(trained, tmp_path)
+    gen, _ = _runs(results)
+    other = tmp_path / "other.yaml"
+    other.write_text((gen / "run.yaml").read_text().replace("flip: false", "flip: true"))
+    assert "flip: true" in other.read_text()
+    with pytest.raises(ValueError, match="evaluation settings differ"):
+        evaluate_target(gen, data_config=other)
+    assert evaluate_target(gen, data_config=other, out_dir=tmp_path / "elsewhere")["protocol"]["flip"] is True
+    shutil.copy(other, gen / "run.yaml")  # run.yaml now claims the flip its scores were not taken with
+    result = audit_run(gen)
+    assert result.verdict == "inconsistent" and any("scored with evaluation" in r for r in result.reasons)
+
+
+def test_a_dropped_log_hash_is_inconsistent(trained: Path, tmp_path: Path) -> None:  # noqa: F811
+    results = _copy(trained, tmp_path)
+    gen, _ = _runs(results)
+    comp = json.loads((gen / "composition.json").read_text())
+    del comp["log_sha256"]
+    (gen / "composition.json").write_text(json.dumps(comp))
+    result = audit_run(gen)
+    assert result.verdict == "inconsistent" and any("does not record log_sha256" in r for r in result.reasons)
+
+
+def test_evaluating_a_run_again_keeps_what_training_wrote(trained: Path, tmp_path: Path) -> None:  # noqa: F811
+    results = _copy(trained, tmp_path)
+    gen, _ = _runs(results)
+    before = json.loads((gen / "metrics.json").read_text())
+    assert main(["evaluate", str(gen)]) == 0
+    after = json.loads((gen / "metrics.json").read_text())
+    for key in ("strategy", "selection", "selection_metric", "weights", "weights_sha256", "protocol", "mIoU"):
+        assert after[key] == before[key], key
+    doc = build_leaderboard(results, "stage1", n_boot=20)
+    assert doc["invalid"] == [] and not any("chose their weights differently" in w for w in doc["warnings"])

@@ -79,6 +79,12 @@ def write_results(out_dir: str | Path, result: EvalResult, class_set: ClassSet, 
     return metrics
 
 
+def evaluation_protocol(cfg: EvalConfig) -> dict[str, object]:
+    """How the test split is scored (``metrics.json``'s ``protocol``): the audit compares it with ``run.yaml``."""
+    return {"mode": cfg.mode, "crop": list(cfg.crop) if cfg.crop is not None else None,
+            "stride": list(cfg.stride) if cfg.stride is not None else None, "flip": cfg.flip}
+
+
 def read_confusion(path: str | Path) -> EvalResult:
     """Load a ``confusion.npz`` (no pickles)."""
     with np.load(path, allow_pickle=False) as z:
@@ -106,10 +112,16 @@ def evaluate_target(target: str | Path, split: str = "test", data_config: str | 
         ckpt = path
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     model, state = load_model(ckpt, device)
+    own = load_run_config(run_dir / "run.yaml") if (run_dir / "run.yaml").exists() else None
     if data_config is not None:
         cfg = load_run_config(data_config)
-    elif (run_dir / "run.yaml").exists():
-        cfg = load_run_config(run_dir / "run.yaml")
+        differs = own is not None and out_dir is None and split == "test" and (
+            cfg.evaluation.model_dump(exclude={"batch_size"}) != own.evaluation.model_dump(exclude={"batch_size"}))
+        if differs:  # the run's metrics.json would hold scores of another protocol than its run.yaml says
+            raise ValueError(f"{data_config}: its evaluation settings differ from {run_dir / 'run.yaml'}; scores of "
+                             "another test protocol do not go into the run directory (give --out)")
+    elif own is not None:
+        cfg = own
     elif state.get("config"):
         cfg = parse_run_config(str(state["config"]), f"{ckpt} (stored config)")
     else:
@@ -120,5 +132,9 @@ def evaluate_target(target: str | Path, split: str = "test", data_config: str | 
     records = load_split(cfg.evaluation.test if split == "test" else cfg.evaluation.val)
     result = evaluate_model(model, records, class_set, cfg.evaluation, device)
     extra = {"split": split, "checkpoint": str(ckpt), "weights_sha256": file_sha256(ckpt),
-             "model": state["model"]["name"]}
+             "model": state["model"]["name"], "protocol": evaluation_protocol(cfg.evaluation),
+             "strategy": cfg.strategy, "weights": state.get("weights", "raw")}
+    if ckpt.name == "best.pt":  # as training wrote it: which weights these are
+        extra.update(selection="best_on_val" if cfg.evaluation.val else "final",
+                     selection_metric=cfg.train.best_metric if cfg.evaluation.val else None)
     return write_results(out_dir or run_dir, result, class_set, cfg.evaluation.n_boot, state.get("iteration"), extra)

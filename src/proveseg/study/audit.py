@@ -179,9 +179,11 @@ def _check_composition(cfg: RunConfig, data: Any, comp: dict[str, Any], weights:
         problems.append(f"consumed.batches {batches} is not iterations x grad_accum "
                         f"({consumed.get('iterations')} x {cfg.train.grad_accum})")
     at = weights.iteration * cfg.train.grad_accum if weights and weights.sequence is not None else None
-    if at is not None and not 0 <= at <= batches:
-        problems.append(f"checkpoints/best.pt is of iteration {weights.iteration if weights else None}, outside the "
-                        f"{consumed.get('iterations')} iterations the run consumed")
+    if weights is not None and weights.bound and weights.iteration != weights.expected_iteration:
+        problems.append(f"checkpoints/best.pt is of iteration {weights.iteration}, but the run's weights are those of "
+                        f"iteration {weights.expected_iteration} ({weights.expected_why})")
+        at = None if at is None or not 0 <= at <= batches else at
+    elif at is not None and not 0 <= at <= batches:
         at = None
     derived = rederive_consumption(data, batches, at)
     sequence_at = derived.pop("sequence_at", None)
@@ -199,12 +201,14 @@ def _check_composition(cfg: RunConfig, data: Any, comp: dict[str, Any], weights:
     return problems
 
 
-def _check_run_length(cfg: RunConfig, run_dir: Path, comp: dict[str, Any]) -> list[str]:
+def _check_run_length(cfg: RunConfig, run_dir: Path, comp: dict[str, Any], log_bound: bool = False) -> list[str]:
     """A run that stopped before max_iters must have stopped early by its own rule (recorded in its log), and the
-    log must be the one the trainer finished with."""
+    log must be the one the trainer finished with (``log_bound``: the run's trainer records its log's hash)."""
     from proveseg.rundir import file_sha256, read_log_lines
 
     log = run_dir / "log.jsonl"
+    if log_bound and "log_sha256" not in comp:
+        return ["composition.json does not record log_sha256, which the trainer of this run writes"]
     if "log_sha256" in comp and (not log.is_file() or file_sha256(log) != comp["log_sha256"]):
         return ["log.jsonl is not the log the trainer finished with (log_sha256 in composition.json differs)"]
     iterations = int(comp.get("consumed", {}).get("iterations", -1))
@@ -223,11 +227,36 @@ class _Weights:
 
     iteration: int = -1
     sequence: str | None = None
+    bound: bool = False  # the run has a best.pt (a proveseg-trained run): scores and log must be tied to it
+    expected_iteration: int = -1  # the iteration best.pt must hold: the last one, or the log's best on validation
+    expected_why: str = ""
     unbound: list[str] = field(default_factory=list)  # cannot tie the scores to weights: unverifiable
     problems: list[str] = field(default_factory=list)  # tied to other weights or another run: inconsistent
 
 
-def _check_weights(cfg: RunConfig, run_dir: Path) -> _Weights:
+def _result_iteration(cfg: RunConfig, run_dir: Path, comp: dict[str, Any]) -> tuple[int, str]:
+    """The iteration whose weights are the run's result: the best on validation as the (hash-bound) log records
+    it, else the last one. Any other checkpoint would be chosen some other way, e.g. on the test set."""
+    from proveseg.rundir import read_log_lines
+
+    last = int(comp.get("consumed", {}).get("iterations", -1))
+    if cfg.evaluation.val:
+        best = [r["best"]["iteration"] for r in read_log_lines(run_dir / "log.jsonl")
+                if isinstance(r.get("best"), dict) and "iteration" in r["best"]]
+        if best:
+            return int(best[-1]), "the best on evaluation.val, as log.jsonl records it"
+        return last, "no validation ran: the final weights"
+    return last, "no evaluation.val: the final weights"
+
+
+def _protocol(cfg: RunConfig) -> dict[str, Any]:
+    """How the test split is scored (``metrics.json``'s ``protocol``): another protocol gives other scores."""
+    from proveseg.evaluate.runner import evaluation_protocol
+
+    return _plain(evaluation_protocol(cfg.evaluation))
+
+
+def _check_weights(cfg: RunConfig, run_dir: Path, comp: dict[str, Any]) -> _Weights:
     """``metrics.json`` must name ``checkpoints/best.pt`` by its SHA-256, and best.pt must be this run's weights:
     its stored config is the run's (a checkpoint from another run, or one trained with other settings, is not)."""
     from proveseg.checkpoint import CheckpointError, load_checkpoint
@@ -240,12 +269,16 @@ def _check_weights(cfg: RunConfig, run_dir: Path) -> _Weights:
     for key, want in (("strategy", cfg.strategy), ("model", cfg.model.name)):
         if key in metrics and metrics[key] != want:
             out.problems.append(f"metrics.json scores strategy/model {key} {metrics[key]!r}, the run is {want!r}")
-    if metrics.get("trainer") not in (None, "proveseg"):  # scored by a foreign trainer: its weights are its own
-        return out
     best = run_dir / "checkpoints" / "best.pt"
     if not best.is_file():
-        out.unbound.append("no checkpoints/best.pt: the scores cannot be tied to the weights that were trained")
-        return out
+        if metrics.get("trainer") in (None, "proveseg"):
+            out.unbound.append("no checkpoints/best.pt: the scores cannot be tied to the weights that were trained")
+        return out  # a foreign trainer's run: its weights are its own (scores come from its scorer's record)
+    out.bound = True
+    out.expected_iteration, out.expected_why = _result_iteration(cfg, run_dir, comp)
+    protocol = metrics.get("protocol")
+    if protocol is not None and protocol != _protocol(cfg):
+        out.problems.append(f"metrics.json was scored with evaluation {protocol}, run.yaml says {_protocol(cfg)}")
     recorded = metrics.get("weights_sha256")
     if not isinstance(recorded, str):
         out.unbound.append("metrics.json does not name the weights it scored (no weights_sha256: written by an older "
@@ -367,7 +400,7 @@ def audit_run(run_dir: Path, rescore_on: str | None = None) -> AuditResult:
     except Exception as exc:  # a truncated or foreign confusion.npz / metrics.json: numpy and json raise many types
         stale, problems = [], [f"unreadable metrics.json or confusion.npz ({type(exc).__name__}: {exc})"[:300]]
     try:
-        weights = _check_weights(cfg, run_dir)
+        weights = _check_weights(cfg, run_dir, comp)
     except Exception as exc:  # a foreign or truncated metrics.json / best.pt
         weights = _Weights(problems=[f"the weights cannot be checked ({type(exc).__name__}: {exc})"[:300]])
     stale = [f"the records of source {k} changed since training" for k in changed] + [
@@ -375,9 +408,10 @@ def audit_run(run_dir: Path, rescore_on: str | None = None) -> AuditResult:
         for k in rewritten] + stale
     changed += rewritten
     if not changed:
-        problems = (_check_composition(cfg, data, comp, weights) + _check_run_length(cfg, run_dir, comp)
+        log_bound = weights.bound and weights.sequence is not None  # the same trainer version writes both
+        problems = (_check_composition(cfg, data, comp, weights) + _check_run_length(cfg, run_dir, comp, log_bound)
                     + weights.problems + problems)
-    if rescore_on is not None and not (stale or problems or weights.unbound) and cfg.evaluation.test:
+    if rescore_on is not None and weights.bound and not (stale or problems or weights.unbound) and cfg.evaluation.test:
         try:
             problems = _rescore(cfg, run_dir, rescore_on)
         except Exception as exc:  # the weights or the test split cannot be read as configured now

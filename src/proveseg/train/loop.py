@@ -34,7 +34,7 @@ from proveseg.data.overlap import split_overlap
 from proveseg.data.pipeline import TrainingData, build_training_data, preflight_labels
 from proveseg.data.records import RecordTable
 from proveseg.evaluate.metrics import domain_summary
-from proveseg.evaluate.runner import evaluate_model, load_split, write_results
+from proveseg.evaluate.runner import evaluate_model, evaluation_protocol, load_split, write_results
 from proveseg.models import SegmentationModel, build_model
 from proveseg.rundir import RunDir, RunLock, RunLocked, code_version, file_sha256
 from proveseg.strategies import Strategy, parse_strategy
@@ -475,6 +475,7 @@ def _test(session: Session, best: Path) -> dict[str, Any]:
     selection = "best_on_val" if session.val_records is not None else "final"
     return write_results(session.run.root, outcome, class_set, cfg.evaluation.n_boot, int(ckpt["iteration"]),
                          {"split": "test", "checkpoint": str(best), "weights_sha256": file_sha256(best),
+                          "protocol": evaluation_protocol(cfg.evaluation),
                           "model": cfg.model.name, "strategy": cfg.strategy,
                           "selection": selection, "selection_metric": cfg.train.best_metric if session.val_records
                           is not None else None, "weights": ckpt.get("weights", "raw")})
