@@ -29,6 +29,28 @@ def _console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, width=200)
 
 
+def _count(text: str) -> int:
+    """An argparse type: a whole number >= 1 (a count of batches, rows, workers, resamples)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _seed(text: str) -> int:
+    """An argparse type: a seed in [0, 2**32)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{value} is outside [0, 2**32)")
+    return value
+
+
 def _device(choice: str) -> str:
     """``auto`` is CUDA when available; resolved when a command runs, so that parsing never imports torch."""
     if choice != "auto":
@@ -426,12 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="generate the synthetic adverse-weather benchmark with its generators")
     p.add_argument("--out", default=DEFAULT_DATA, help=f"output folder (default {DEFAULT_DATA})")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the scenes and generators (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed of the scenes and generators (default 0)")
     p.add_argument("--size", type=_size, default=(128, 256), help="HxW (default 128x256)")
-    p.add_argument("--n-train", type=int, default=120, help="train scenes (each in every domain)")
-    p.add_argument("--n-test", type=int, default=30, help="held-out test scenes (each in every domain)")
+    p.add_argument("--n-train", type=_count, default=120, help="train scenes (each in every domain)")
+    p.add_argument("--n-test", type=_count, default=30, help="held-out test scenes (each in every domain)")
     p.add_argument("--generators", type=_names, default=None, help="comma list (default: all)")
-    p.add_argument("--workers", type=int, default=workers, help="processes (output does not depend on it)")
+    p.add_argument("--workers", type=_count, default=workers, help="processes (output does not depend on it)")
     p.add_argument("--force", action="store_true", help="rebuild even if the same benchmark exists")
     p.add_argument("--json", action="store_true", help="print info.json instead of a table")
     p.set_defaults(func=cmd_synth)
@@ -472,13 +494,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify-batches", help="load batches from a run config and show what they hold")
     p.add_argument("config", help="run config (YAML)")
-    p.add_argument("--batches", type=int, default=3, help="batches to load (default 3)")
+    p.add_argument("--batches", type=_count, default=3, help="batches to load (default 3)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_verify_batches)
 
     p = sub.add_parser("export-samples", help="write samples from the training loader for inspection")
     p.add_argument("config", help="run config (YAML)")
-    p.add_argument("--n", type=int, default=20, help="samples to write (default 20)")
+    p.add_argument("--n", type=_count, default=20, help="samples to write (default 20)")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_export_samples)
 
@@ -533,7 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     study_filters(p)
     p.add_argument("--executor", choices=("local", "slurm"), default="local",
                    help="local processes or Slurm jobs (default local)")
-    p.add_argument("--max-parallel", type=int, default=1, help="local runs at a time (default 1)")
+    p.add_argument("--max-parallel", type=_count, default=1, help="local runs at a time (default 1)")
     p.add_argument("--gpus", default=None, help="comma list of GPU ids, one per parallel run")
     p.add_argument("--force", action="store_true", help="delete and rerun runs that are done")
     p.add_argument("--detach", action="store_true",
@@ -552,7 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", default=None, help="only this stage (default: all stages)")
     p.add_argument("--format", choices=("table", "md", "csv", "json"), default="table",
                    help="table (fits the terminal), Markdown, CSV or JSON (default table)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the intervals (default 1000)")
+    p.add_argument("--n-boot", type=_count, default=1000, help="bootstrap resamples for the intervals (default 1000)")
     proof_options(p)
     p.set_defaults(func=cmd_leaderboard)
 
@@ -571,7 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quality", help="does generator quality predict utility: stats and consistency vs gain")
     p.add_argument("results_root", help="results root of a study")
     p.add_argument("--stage", default="stage1", help="stage whose gains are compared (default stage1)")
-    p.add_argument("--limit", type=int, default=60, help="manifest rows per generator to measure, evenly spread")
+    p.add_argument("--limit", type=_count, default=60, help="manifest rows per generator to measure, evenly spread")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     p.add_argument("--json", action="store_true", help="print the table and correlations as JSON")
     proof_options(p)
@@ -581,7 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results_root", help="results root of a study")
     p.add_argument("--out", default=None, help="output HTML file (default: RESULTS_ROOT/report.html)")
     p.add_argument("--stage", default=None, help="only this stage (default: all stages)")
-    p.add_argument("--quality", type=int, default=None, metavar="N",
+    p.add_argument("--quality", type=_count, default=None, metavar="N",
                    help="also measure generator quality vs gain on N manifest rows per generator")
     proof_options(p)
     p.set_defaults(func=cmd_report)
@@ -589,7 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stats", help="generated vs original images: colour statistics and layout score")
     p.add_argument("manifest", help="manifest file (csv or jsonl)")
     p.add_argument("--class-set", default="cityscapes19", help="built-in name or class table (csv/yaml)")
-    p.add_argument("--limit", type=int, default=None, help="at most this many rows, evenly spread")
+    p.add_argument("--limit", type=_count, default=None, help="at most this many rows, evenly spread")
     _label_map_args(p)  # label boundaries are drawn between class ids, not raw ids
     p.add_argument("--json", action="store_true", help="print the statistics as JSON")
     p.set_defaults(func=cmd_stats)
@@ -598,7 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifest", help="manifest file (csv or jsonl)")
     p.add_argument("--model", required=True, help="checkpoint file")
     p.add_argument("--class-set", default="cityscapes19", help="built-in name or class table (csv/yaml)")
-    p.add_argument("--limit", type=int, default=None, help="at most this many rows, evenly spread")
+    p.add_argument("--limit", type=_count, default=None, help="at most this many rows, evenly spread")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     _label_map_args(p)
     p.add_argument("--json", action="store_true", help="print the consistency as JSON")
@@ -610,7 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "the full demo takes about 10 minutes on 2 cores)")
     p.add_argument("--data", default=None, help=f"benchmark folder (default {DEFAULT_DATA}[-quick])")
     p.add_argument("--results", default=None, help="results root (default results/demo[-quick])")
-    p.add_argument("--workers", type=int, default=workers,
+    p.add_argument("--workers", type=_count, default=workers,
                    help=f"processes for the benchmark and the runs (default {workers})")
     p.set_defaults(func=cmd_demo)
     return parser

@@ -250,6 +250,8 @@ def _cell_consistency(runs: list[RunRecord]) -> list[RunRecord]:
 
 def collect_runs(results_root: str | Path, stage: str | None = None, checks: Checks | None = None) -> list[RunRecord]:
     """Every run directory under ``<root>/<stage>/<strategy>/<dataset>/<run>``, checked (see the module docstring)."""
+    if not Path(results_root).is_dir():  # a typo'd root would rank nothing and say nothing
+        raise FileNotFoundError(f"{results_root}: not a results root (no such directory)")
     checks = checks or Checks(audit=False)
     runs = []
     for run_dir in sorted(Path(results_root).glob("*/*/*/*")):

@@ -144,7 +144,7 @@ def stage2_strategies(study: StudyConfig) -> list[str] | None:
         return None
     from proveseg.study.leaderboard import build_leaderboard  # the leaderboard reads runs; it never plans them
 
-    rows = build_leaderboard(study.results_root, "stage1", n_boot=10)["rows"]
+    rows = build_leaderboard(study.results_root, "stage1", n_boot=10)["rows"] if study.results_root.is_dir() else []
     ranked = [r["strategy"] for r in rows if r["strategy"] != BASELINE]
     if not ranked:
         raise Stage2Pending(f"stage2 top_k={spec.top_k} needs proven stage1 runs under {study.results_root}/stage1: "
