@@ -13,7 +13,7 @@ import numpy as np
 from proveseg.checkpoint import load_checkpoint, save_checkpoint
 from proveseg.cli import main
 from proveseg.data.classes import resolve_class_set
-from proveseg.evaluate.runner import evaluate_target, read_confusion, write_results
+from proveseg.evaluate.runner import EvalResult, evaluate_target, read_confusion, write_results
 from proveseg.study.audit import audit_run, audit_target
 from proveseg.study.leaderboard import build_leaderboard
 from tests.reliability.test_proof import _copy, trained  # noqa: F401  (the module-scoped trained study)
@@ -21,6 +21,18 @@ from tests.reliability.test_proof import _copy, trained  # noqa: F401  (the modu
 
 def _runs(results: Path) -> tuple[Path, Path]:
     return next(results.glob("stage1/gen_faithful/*/*")), next(results.glob("stage1/baseline/*/*"))
+
+
+def _resave(path: Path, state: dict) -> None:  # type: ignore[type-arg]
+    save_checkpoint(path, {k: v for k, v in state.items() if k != "format"})
+
+
+def _rewrite_results(run: Path, result: EvalResult) -> None:
+    """metrics.json and confusion.npz rewritten from ``result`` with the run's own record fields: consistent files."""
+    old = json.loads((run / "metrics.json").read_text())
+    keep = ("split", "checkpoint", "weights_sha256", "protocol", "model", "strategy", "selection",
+            "selection_metric", "weights")
+    write_results(run, result, resolve_class_set("cityscapes19"), 20, old["iteration"], {k: old[k] for k in keep})
 
 
 def test_metrics_name_the_weights_they_scored(trained: Path) -> None:  # noqa: F811
@@ -62,7 +74,7 @@ def test_weights_trained_with_other_settings_are_inconsistent(trained: Path, tmp
     state = load_checkpoint(gen / "checkpoints/best.pt")
     assert "lr: 0.001" in state["config"]
     state["config"] = state["config"].replace("lr: 0.001", "lr: 0.01")  # trained otherwise, run.yaml put back
-    save_checkpoint(gen / "checkpoints/best.pt", {k: v for k, v in state.items() if k != "format"})
+    _resave(gen / "checkpoints/best.pt", state)
     evaluate_target(gen)
     result = audit_run(gen)
     assert result.verdict == "inconsistent"
@@ -74,7 +86,7 @@ def test_weights_of_another_batch_sequence_are_inconsistent(trained: Path, tmp_p
     gen, base = _runs(results)
     state = load_checkpoint(gen / "checkpoints/best.pt")
     state["sequence_sha256"] = load_checkpoint(base / "checkpoints/best.pt")["sequence_sha256"]
-    save_checkpoint(gen / "checkpoints/best.pt", {k: v for k, v in state.items() if k != "format"})
+    _resave(gen / "checkpoints/best.pt", state)
     evaluate_target(gen)
     result = audit_run(gen)
     assert result.verdict == "inconsistent"
@@ -101,10 +113,7 @@ def test_a_forged_confusion_matrix_is_caught_by_rescoring(trained: Path, tmp_pat
     perfect = np.zeros_like(recorded.per_image)
     for i, m in enumerate(recorded.per_image):
         np.fill_diagonal(perfect[i], m.sum(axis=1))  # every labelled pixel "predicted right"
-    old = json.loads((gen / "metrics.json").read_text())
-    keep = ("split", "checkpoint", "weights_sha256", "model", "strategy", "selection", "selection_metric", "weights")
-    write_results(gen, type(recorded)(perfect, recorded.domains, recorded.images), resolve_class_set("cityscapes19"),
-                  20, old["iteration"], {k: old[k] for k in keep})
+    _rewrite_results(gen, EvalResult(perfect, recorded.domains, recorded.images))
     assert audit_run(gen).verdict == "verified"  # the files agree with each other: only the weights can tell
     rescored = audit_run(gen, rescore_on="cpu")
     assert rescored.verdict == "inconsistent" and "re-scoring checkpoints/best.pt" in rescored.reasons[0]
@@ -118,11 +127,7 @@ def test_reordered_test_images_rank_the_same(trained: Path, tmp_path: Path) -> N
     gen, _ = _runs(results)
     before = build_leaderboard(results, "stage1", n_boot=20)
     recorded = read_confusion(gen / "confusion.npz")
-    old = json.loads((gen / "metrics.json").read_text())
-    keep = ("split", "checkpoint", "weights_sha256", "model", "strategy", "selection", "selection_metric", "weights")
-    write_results(gen, type(recorded)(recorded.per_image[::-1].copy(), recorded.domains[::-1],
-                                      recorded.images[::-1]), resolve_class_set("cityscapes19"), 20,
-                  old["iteration"], {k: old[k] for k in keep})
+    _rewrite_results(gen, EvalResult(recorded.per_image[::-1].copy(), recorded.domains[::-1], recorded.images[::-1]))
     after = build_leaderboard(results, "stage1", n_boot=20)
     assert after["invalid"] == [] and len(after["rows"]) == 2
     for a, b in zip(before["rows"], after["rows"], strict=True):
@@ -205,7 +210,7 @@ def test_weights_of_another_iteration_than_the_result_are_inconsistent(
     # an earlier checkpoint, honestly labelled, picked because it scored better on the test set
     earlier = rederive_consumption(build_training_data(cfg.data), 3, sequence_at=2)["sequence_at"]
     state.update(iteration=2, sequence_sha256=earlier)
-    save_checkpoint(gen / "checkpoints/best.pt", {k: v for k, v in state.items() if k != "format"})
+    _resave(gen / "checkpoints/best.pt", state)
     evaluate_target(gen)
     result = audit_run(gen)
     assert result.verdict == "inconsistent"

@@ -129,7 +129,7 @@ def file_fingerprint(records: RecordTable, sample: int = FILE_SAMPLE) -> str:
     The record hash covers paths, not contents: images regenerated in place (a generator re-run into the same
     folder) keep every path. Their sizes change (compressed images of new content almost never keep their
     size), so a resume refuses and the audit calls the run stale. A sample, not every file: one ``stat`` per
-    file of ``sample`` records costs milliseconds on any file system; one edited file among many may be missed.
+    file of ``sample`` records per source, whatever its size; one edited file among many may be missed.
     A missing file counts as size -1.
     """
     n = len(records)

@@ -26,7 +26,8 @@ from proveseg.readers import SourceConfig, read_source
 if TYPE_CHECKING:  # the adapters live in proveseg.models, which builds on this package's inference modes
     from proveseg.models import SegmentationModel
 
-__all__ = ["EvalResult", "evaluate_model", "load_split", "read_confusion", "write_results"]
+__all__ = ["EvalResult", "align_images", "evaluate_model", "evaluation_protocol", "load_split", "read_confusion",
+           "write_results"]
 
 
 @dataclass
@@ -83,6 +84,17 @@ def evaluation_protocol(cfg: EvalConfig) -> dict[str, object]:
     """How the test split is scored (``metrics.json``'s ``protocol``): the audit compares it with ``run.yaml``."""
     return {"mode": cfg.mode, "crop": list(cfg.crop) if cfg.crop is not None else None,
             "stride": list(cfg.stride) if cfg.stride is not None else None, "flip": cfg.flip}
+
+
+def align_images(images: Sequence[str], reference: Sequence[str]) -> np.ndarray | None:
+    """Indices that put ``reference``'s per-image rows in the order of ``images``; None unless both hold the same
+    images exactly once each (the order in a confusion.npz is the loader's, not part of the result)."""
+    if list(images) == list(reference) and len(set(images)) == len(images):
+        return np.arange(len(images))
+    position = {name: i for i, name in enumerate(reference)}
+    if len(position) != len(reference) or len(set(images)) != len(images) or position.keys() != set(images):
+        return None
+    return np.array([position[name] for name in images], dtype=np.int64)
 
 
 def read_confusion(path: str | Path) -> EvalResult:

@@ -97,14 +97,14 @@ def rederive_consumption(data: Any, batches: int, sequence_at: int | None = None
     kind_of_group = np.array([KINDS.index(g.name) for g in spec.groups], np.int64)
     id_counts = np.zeros(len(records), np.float64)
     per_batch: list[np.ndarray] = []
-    sequence, first, at = "", [], {0: ""}
+    sequence, first, sequence_at_value = "", [], "" if sequence_at == 0 else None
     for lo in range(0, batches, _CHUNK):
         planned = plan_batches(spec, lo, min(lo + _CHUNK, batches))
         ids = np.ascontiguousarray(planned.ids[:, 0, :], dtype=np.int64)
         for k, row in enumerate(ids, start=lo + 1):
             sequence = chain_sequence(sequence, row)
             if k == sequence_at:
-                at[k] = sequence
+                sequence_at_value = sequence
         id_counts += np.bincount(planned.ids.ravel(), minlength=len(records))
         kinds = kind_of_group[planned.groups.astype(np.int64)]
         per_batch.append(np.stack([(kinds == k).sum(axis=(1, 2)) for k in range(len(KINDS))], axis=1))
@@ -134,7 +134,7 @@ def rederive_consumption(data: Any, batches: int, sequence_at: int | None = None
                                                              strict=True)},
         "per_batch_distinct": [list(r) for r in sorted({tuple(int(v) for v in row) for row in rows.tolist()})],
         "first_batches": first, "sequence_sha256": sequence, **pairs,
-        **({"sequence_at": at.get(sequence_at)} if sequence_at is not None else {}),
+        **({"sequence_at": sequence_at_value} if sequence_at is not None else {}),
     }
 
 
@@ -179,12 +179,10 @@ def _check_composition(cfg: RunConfig, data: Any, comp: dict[str, Any], weights:
         problems.append(f"consumed.batches {batches} is not iterations x grad_accum "
                         f"({consumed.get('iterations')} x {cfg.train.grad_accum})")
     at = weights.iteration * cfg.train.grad_accum if weights and weights.sequence is not None else None
+    at = at if at is not None and 0 <= at <= batches else None  # outside the run: no sequence to compare
     if weights is not None and weights.bound and weights.iteration != weights.expected_iteration:
         problems.append(f"checkpoints/best.pt is of iteration {weights.iteration}, but the run's weights are those of "
                         f"iteration {weights.expected_iteration} ({weights.expected_why})")
-        at = None if at is None or not 0 <= at <= batches else at
-    elif at is not None and not 0 <= at <= batches:
-        at = None
     derived = rederive_consumption(data, batches, at)
     sequence_at = derived.pop("sequence_at", None)
     if weights is not None and at is not None and weights.sequence != sequence_at:
@@ -311,18 +309,18 @@ def _check_weights(cfg: RunConfig, run_dir: Path, comp: dict[str, Any]) -> _Weig
 def _rescore(cfg: RunConfig, run_dir: Path, device: str) -> list[str]:
     """Score ``checkpoints/best.pt`` on the test split again; the per-image matrices must be confusion.npz's."""
     from proveseg.checkpoint import checkpoint_class_set, load_model
-    from proveseg.evaluate.runner import evaluate_model, load_split, read_confusion
+    from proveseg.evaluate.runner import align_images, evaluate_model, load_split, read_confusion
 
     best = run_dir / "checkpoints" / "best.pt"
     model, state = load_model(best, device)
     fresh = evaluate_model(model, load_split(cfg.evaluation.test), checkpoint_class_set(state, best), cfg.evaluation,
                            device)
     recorded = read_confusion(run_dir / "confusion.npz")
-    row = {name: i for i, name in enumerate(recorded.images)}
-    if sorted(row) != sorted(fresh.images) or fresh.per_image.shape[1:] != recorded.per_image.shape[1:]:
+    order = align_images(fresh.images, recorded.images)
+    if order is None or fresh.per_image.shape[1:] != recorded.per_image.shape[1:]:
         return ["re-scoring checkpoints/best.pt covers other test images or classes than confusion.npz"]
-    differ = [name for i, name in enumerate(fresh.images)
-              if not np.array_equal(fresh.per_image[i], recorded.per_image[row[name]])]
+    same = (fresh.per_image == recorded.per_image[order]).all(axis=(1, 2))
+    differ = [name for name, ok in zip(fresh.images, same.tolist(), strict=True) if not ok]
     if differ:
         return [f"re-scoring checkpoints/best.pt on the test split gives other confusion matrices for {len(differ)} "
                 f"of {len(fresh.images)} images (e.g. {differ[0]})"]

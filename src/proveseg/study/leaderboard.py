@@ -34,7 +34,7 @@ from proveseg.evaluate.metrics import (
     hierarchical_paired_gain,
     holm_adjust,
 )
-from proveseg.evaluate.runner import read_confusion
+from proveseg.evaluate.runner import align_images, read_confusion
 from proveseg.strategies import BASELINE, Strategy, parse_strategy
 from proveseg.study.audit import audit_run
 from proveseg.study.reference import StudyReference
@@ -221,15 +221,15 @@ def _world_size(run: RunRecord) -> int:
         return 1
 
 
-def _tested_images(run: RunRecord) -> list[str] | None:
-    """The sorted test images of a run's confusion.npz (order is not part of the result); None when one repeats."""
-    images = read_confusion(run.run_dir / "confusion.npz").images
-    return sorted(images) if len(set(images)) == len(images) else None
+def _tested_images(run: RunRecord) -> list[str]:
+    """The test images of a run's confusion.npz, in its order."""
+    return read_confusion(run.run_dir / "confusion.npz").images
 
 
 def _cell_consistency(runs: list[RunRecord]) -> list[RunRecord]:
     """Runs whose settings differ from their cell's baseline (other than what their strategy varies): INVALID."""
     base = {(r.stage, r.cell): r for r in runs if r.invalid is None and r.strategy == BASELINE and r.config}
+    base_images = {key: _tested_images(ref) for key, ref in base.items()}  # read once per cell, not once per run
     out = []
     for r in runs:
         ref = base.get((r.stage, r.cell))
@@ -237,8 +237,7 @@ def _cell_consistency(runs: list[RunRecord]) -> list[RunRecord]:
             diffs = setting_differences(r.config, ref.config) if r.config and ref.config else []
             if _world_size(r) != _world_size(ref):  # the global batch is batch_size x world size
                 diffs.append(f"world size: {_world_size(ref)} in the baseline, {_world_size(r)} found")
-            mine = _tested_images(r)
-            if not diffs and (mine is None or mine != _tested_images(ref)):
+            if not diffs and align_images(_tested_images(r), base_images[(r.stage, r.cell)]) is None:
                 diffs.append("test images: not the ones its baseline was tested on (or one is listed twice)")
             if diffs:
                 r = replace(r, invalid=f"settings differ from the baseline of its cell {list(r.cell)}: "
@@ -273,22 +272,11 @@ def _pairs(runs: list[RunRecord], base: dict[Cell, RunRecord], cells: list[Cell]
             continue
         a = read_confusion(run.run_dir / "confusion.npz")
         b = read_confusion(base[run.cell].run_dir / "confusion.npz")
-        order = _alignment(a.images, b.images)
+        order = align_images(a.images, b.images)
         if order is None:  # _cell_consistency makes such a run INVALID first; a direct caller gets the reason
             raise ValueError(f"{run.run_dir} and {base[run.cell].run_dir} were tested on different images")
         pairs.append((PairedRuns((run.dataset, run.model), a.per_image, b.per_image[order]), np.asarray(a.domains)))
     return pairs
-
-
-def _alignment(images: list[str], reference: list[str]) -> np.ndarray | None:
-    """Indices that put ``reference``'s per-image rows in the order of ``images``; None unless both hold the same
-    images exactly once each (the order in a confusion.npz is the loader's, not part of the result)."""
-    if images == reference:
-        return np.arange(len(images))
-    position = {name: i for i, name in enumerate(reference)}
-    if len(position) != len(reference) or len(set(images)) != len(images) or position.keys() != set(images):
-        return None
-    return np.array([position[name] for name in images], dtype=np.int64)
 
 
 def _in_domain(pairs: list[tuple[PairedRuns, np.ndarray]], domain: str) -> list[PairedRuns]:
